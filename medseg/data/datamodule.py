@@ -1,0 +1,101 @@
+"""LightningDataModule: cases from a BraTS folder or a datalist, cached preprocessing, patch sampling."""
+
+import logging
+import random
+from typing import Literal
+
+import lightning.pytorch as pl
+from monai import transforms as T
+from monai.data import CacheDataset, DataLoader
+
+from medseg.data.datasets import brats_cases, read_datalist
+from medseg.data.transforms import LabelToRegionsd, LoadCased, augment, preprocess
+from medseg.errors import MedsegError
+from medseg.labels import get_convention
+
+log = logging.getLogger(__name__)
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Segmentation data for MRI (BraTS layout or datalist) and EM (TIFF/HDF5 in a datalist).
+
+    Args:
+        root: BraTS-layout folder `<root>/<case>/<case>_<modality>.nii.gz` (+ `<case>_seg.nii.gz`).
+        datalist: MSD-style JSON with `training` (and optional `validation`) lists; used instead of `root`.
+        modalities: channel names in model order (BraTS: the exact file-name suffixes).
+        label_convention: brats2021 | brats2013 | msd | em_membrane.
+        spacing: target voxel spacing (mm, in RAS axis order) or null to keep the native grid.
+        voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
+        crop_foreground: crop to the non-zero box (skull-stripped MRI); off for EM.
+        normalize: z-score over non-zero voxels (`nonzero`, MRI) or over all voxels (`all`, EM).
+        patch_size: training patch and sliding-window size, in voxels after resampling.
+        samples_per_case: patches drawn per case per step (the batch is batch_size x samples_per_case).
+        val_cases: cases held out for validation when the datalist has no `validation` list.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        datalist: str | None = None,
+        modalities: list[str] = ["t1", "t1ce", "t2", "flair"],  # noqa: B006 (jsonargparse needs a literal)
+        label_convention: Literal["brats2021", "brats2013", "msd", "em_membrane"] = "brats2021",
+        spacing: list[float] | None = None,
+        voxel_size: list[float] | None = None,
+        crop_foreground: bool = True,
+        normalize: Literal["nonzero", "all"] = "nonzero",
+        patch_size: list[int] = [64, 64, 64],  # noqa: B006
+        batch_size: int = 1,
+        samples_per_case: int = 2,
+        val_cases: int = 1,
+        num_workers: int = 0,
+        cache_rate: float = 1.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.convention = get_convention(label_convention)
+        self.train_ds = self.val_ds = None
+
+    def cases(self) -> tuple[list[dict], list[dict]]:
+        """Training and validation case dicts; a fixed random hold-out when no validation list is given."""
+        h = self.hparams
+        if (h.root is None) == (h.datalist is None):
+            raise MedsegError("give exactly one of --data.root (BraTS folder) or --data.datalist (JSON)")
+        train, val = read_datalist(h.datalist) if h.datalist else (brats_cases(h.root, h.modalities), [])
+        if not val:
+            if len(train) < 2:
+                raise MedsegError(f"{h.datalist or h.root}: need at least 2 cases to hold one out for validation")
+            shuffled = random.Random(h.seed).sample(train, len(train))
+            n_val = min(h.val_cases, len(train) - 1)
+            train, val = shuffled[n_val:], shuffled[:n_val]
+        return train, val
+
+    def inference_transform(self, with_label: bool = False) -> T.Compose:
+        """The deterministic chain applied to every case, from files to a normalised, cropped tensor."""
+        h = self.hparams
+        keys = ["image", "label"] if with_label else ["image"]
+        steps = [LoadCased(len(h.modalities), self.convention, h.voxel_size)]
+        if with_label:
+            steps.append(LabelToRegionsd(self.convention))
+        return T.Compose(steps + preprocess(keys, h.spacing, h.crop_foreground, h.normalize == "nonzero"))
+
+    def setup(self, stage: str) -> None:
+        if self.train_ds is not None:
+            return
+        h = self.hparams
+        train, val = self.cases()
+        log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
+        # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
+        train_tf = T.Compose([*self.inference_transform(True).transforms, *augment(h.patch_size, h.samples_per_case)])
+        workers = min(h.num_workers, 4)
+        self.train_ds = CacheDataset(train, train_tf, cache_rate=h.cache_rate, num_workers=workers or None)
+        self.val_ds = CacheDataset(val, self.inference_transform(True), cache_rate=h.cache_rate,
+                                   num_workers=workers or None)
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        return DataLoader(self.train_ds, batch_size=h.batch_size, shuffle=True, num_workers=h.num_workers,
+                          persistent_workers=h.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_ds, batch_size=1, num_workers=min(self.hparams.num_workers, 1))

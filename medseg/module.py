@@ -1,0 +1,118 @@
+"""LightningModule: region-wise DiceCE training, full-volume sliding-window validation, self-describing checkpoints."""
+
+import math
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Timer
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric
+
+import medseg
+from medseg.blocks import BlockKind
+from medseg.labels import get_convention
+from medseg.nets import ArchKind, build_net
+
+CHECKPOINT_FORMAT = 1
+
+
+class SegModule(pl.LightningModule):
+    """Trains `arch` with convolutions of kind `block`; one sigmoid output per region of the label convention.
+
+    Args:
+        modalities / label_convention: linked from the data section; fix input and output channels.
+        channels, strides, kernel_sizes: per stage, per axis allowed (EM: in-plane (3, 3, 1) kernels, (2, 2, 1)
+            strides in the first stages).
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay over the training budget
+            (max_steps, max_epochs or max_time, whichever ends first).
+        sw_overlap: sliding-window overlap for validation (predict has its own --overlap).
+    """
+
+    def __init__(
+        self,
+        modalities: list[str],
+        label_convention: str,
+        arch: ArchKind = "unet",
+        block: BlockKind = "conv",
+        block_kwargs: dict | None = None,
+        channels: list[int] = [8, 16, 32, 64, 128],  # noqa: B006
+        strides: list[int | list[int]] = [1, 2, 2, 2, 2],  # noqa: B006
+        kernel_sizes: list[int | list[int]] = [3, 3, 3, 3, 3],  # noqa: B006
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+        warmup_steps: int = 20,
+        sw_overlap: float = 0.25,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.convention = get_convention(label_convention)
+        self.regions = list(self.convention.regions)
+        self.net = build_net(arch, len(modalities), len(self.regions), **self.net_kwargs())
+        self.loss = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1e-5, squared_pred=True, batch=True)
+        self.dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
+
+    def net_kwargs(self) -> dict:
+        h = self.hparams
+        return {"channels": h.channels, "strides": h.strides, "kernel_sizes": h.kernel_sizes, "block": h.block,
+                "block_kwargs": h.block_kwargs}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        patch = self.trainer.datamodule.hparams.patch_size
+        logits = sliding_window_inference(batch["image"], patch, 2, self.net, overlap=self.hparams.sw_overlap,
+                                          mode="gaussian")
+        self.dice(logits.sigmoid() > 0.5, batch["label"] > 0.5)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.dice.aggregate()  # (R,) mean over cases
+        self.dice.reset()
+        for name, value in zip(self.regions, scores, strict=True):
+            self.log(f"val/dice_{name}", value, sync_dist=True)
+        self.log("val/dice_mean", scores.mean(), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Warm-up then cosine decay, driven by the fraction of the budget used (steps, epochs or wall time)."""
+        step = self.trainer.global_step
+        warmup = min(1.0, (step + 1) / max(1, self.hparams.warmup_steps))
+        lr = self.hparams.lr * warmup * 0.5 * (1 + math.cos(math.pi * self.budget_used()))
+        for group in self.optimizers().param_groups:
+            group["lr"] = lr
+        self.log("train/lr", lr)
+
+    def budget_used(self) -> float:
+        t = self.trainer
+        used = [t.global_step / t.estimated_stepping_batches] if math.isfinite(t.estimated_stepping_batches) else []
+        timer = next((c for c in t.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining("train") is not None:
+            elapsed = timer.time_elapsed("train")
+            used.append(elapsed / max(1e-9, elapsed + timer.time_remaining("train")))
+        return min(1.0, max(used, default=0.0))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Everything predict needs, as plain JSON-like values (loadable with weights_only=True)."""
+        data = self.trainer.datamodule.hparams
+        checkpoint["medseg"] = {
+            "format": CHECKPOINT_FORMAT,
+            "version": medseg.__version__,
+            "arch": self.hparams.arch,
+            "net": self.net_kwargs(),
+            "modalities": list(self.hparams.modalities),
+            "label_convention": self.hparams.label_convention,
+            "regions": self.regions,
+            "spacing": data.spacing,
+            "voxel_size": data.voxel_size,
+            "crop_foreground": data.crop_foreground,
+            "normalize": data.normalize,
+            "patch_size": list(data.patch_size),
+        }
