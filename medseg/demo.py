@@ -30,6 +30,12 @@ def region_dice(pred: np.ndarray, truth: np.ndarray, convention: str) -> dict[st
     return dict(zip(conv.regions, scores.tolist(), strict=True))
 
 
+def duration(minutes: float) -> str:
+    """Minutes as Lightning's DD:HH:MM:SS."""
+    seconds = round(minutes * 60)
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def demo(output: str, minutes: float) -> int:
     sample, out = find_sample(), Path(output)
     heldout = next((sample / "heldout").iterdir())
@@ -37,7 +43,7 @@ def demo(output: str, minutes: float) -> int:
     print(f"training for {minutes:g} min on {sample / 'train'} (progress below), then segmenting {heldout.name}")
     train(["--config", str(RECIPE), f"--data.root={sample / 'train'}", "--data.modalities=[flair, t1ce]",
            "--data.label_convention=brats2013", "--trainer.logger=false", f"--trainer.default_root_dir={run}",
-           f"--trainer.max_time={{'minutes': {minutes}}}", "--trainer.max_epochs=-1"])
+           f"--trainer.max_time={duration(minutes)}", "--trainer.max_epochs=-1"])
     mask = predict([str(heldout)], str(run / "checkpoints" / "best.ckpt"), str(out / f"{heldout.name}_pred.nii.gz"),
                    overwrite=True, device="auto")
     truth = np.asarray(nib.load(next(heldout.glob("*_seg.nii.gz"))).dataobj)

@@ -9,7 +9,7 @@ import netrc
 import os
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from medseg.data.datamodule import SegDataModule
@@ -28,6 +28,15 @@ def wandb_account_configured() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
+
+
+class ValidateAtStepLimit(Callback):
+    """Lightning validates at epoch ends only, so a run stopped by max_steps mid-epoch would end with no best.ckpt.
+    Requesting a stop at the limit makes Lightning validate (and checkpoint) first, as it does for max_time."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 class MedsegCLI(LightningCLI):
@@ -62,7 +71,8 @@ class MedsegCLI(LightningCLI):
 def train(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cli = MedsegCLI(SegModule, SegDataModule, run=False, args=argv, seed_everything_default=42,
-                    save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "medseg train"})
+                    save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "medseg train"},
+                    trainer_defaults={"callbacks": [ValidateAtStepLimit()]})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     ckpt = cli.trainer.checkpoint_callback
     if cli.trainer.is_global_zero:

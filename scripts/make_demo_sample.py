@@ -3,9 +3,9 @@
     python scripts/make_demo_sample.py ../shared/data data/brats_sample
 
 Each case is resampled to 2 mm (linear for images, nearest for labels), cropped to its non-zero box plus a 4-voxel
-margin, stored as int16 (images scaled by 100 where the source is z-scored float) and written in BraTS layout
-`<case>/<case>_{flair,t1ce,seg}.nii.gz` with the source orientation kept. Five cases train (one of them is held
-out for validation by the recipe), one (`heldout/`) is only ever predicted.
+margin, stored as int16 (z-scored float sources shifted so their constant background is 0, then scaled by 100)
+and written in BraTS layout `<case>/<case>_{flair,t1ce,seg}.nii.gz` with the source orientation kept. Five cases
+train (one of them is held out for validation by the recipe), one (`heldout/`) is only ever predicted.
 """
 
 import argparse
@@ -14,6 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from monai import transforms as T
+
+from medseg.data.transforms import background_to_zero
 
 BRATS21 = "brats2021_case00006"
 DEEPMEDIC = "deepmedic_brats2015_subset"
@@ -37,12 +39,14 @@ def convert(files: dict[str, Path], case_dir: Path) -> None:
     keys = list(files)
     chain = T.Compose([
         T.LoadImaged(keys, image_only=True, ensure_channel_first=True),
+        T.Lambdad(["flair", "t1ce"], background_to_zero),
         T.Spacingd(keys, pixdim=(2.0, 2.0, 2.0), mode=["bilinear", "bilinear", "nearest"]),
         T.CropForegroundd(keys, source_key="flair", select_fn=lambda x: x != 0, margin=4),
     ])
     data = chain({k: str(v) for k, v in files.items()})
     case_dir.mkdir(parents=True, exist_ok=True)
-    for key, image in data.items():
+    for key in keys:
+        image = data[key]
         array = image[0].numpy()
         scale = 100.0 if key != "seg" and np.abs(array).max() < 100 else 1.0  # z-scored floats -> int16
         out = np.round(array * scale).astype(np.uint8 if key == "seg" else np.int16)

@@ -20,7 +20,7 @@ def synthetic_case(seed: int, shape=SHAPE) -> tuple[dict[str, np.ndarray], np.nd
     """A 'brain' ellipsoid with a tumour: edema shell (2), core (1), enhancing rim (4); bright on flair/t1ce."""
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
-    brain = (grid**2).sum(0) < 0.8
+    brain = (grid**2).sum(0) < 0.6
     centre = rng.uniform(-0.25, 0.25, 3)[:, None, None, None]
     r = np.sqrt(((grid - centre) ** 2).sum(0))
     label = np.zeros(shape, np.uint8)

@@ -7,6 +7,7 @@ from typing import Literal
 import lightning.pytorch as pl
 from monai import transforms as T
 from monai.data import CacheDataset, DataLoader
+from torch.utils.data import RandomSampler
 
 from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.transforms import LabelToRegionsd, LoadCased, augment, preprocess
@@ -30,6 +31,8 @@ class SegDataModule(pl.LightningDataModule):
         normalize: z-score over non-zero voxels (`nonzero`, MRI) or over all voxels (`all`, EM).
         patch_size: training patch and sliding-window size, in voxels after resampling.
         samples_per_case: patches drawn per case per step (the batch is batch_size x samples_per_case).
+        steps_per_epoch: draw this many batches per epoch (cases sampled with replacement), for datasets of one
+            or a few large volumes (EM); null = one pass over the training cases.
         val_cases: cases held out for validation when the datalist has no `validation` list.
     """
 
@@ -46,6 +49,7 @@ class SegDataModule(pl.LightningDataModule):
         patch_size: list[int] = [64, 64, 64],  # noqa: B006
         batch_size: int = 1,
         samples_per_case: int = 2,
+        steps_per_epoch: int | None = None,
         val_cases: int = 1,
         num_workers: int = 0,
         cache_rate: float = 1.0,
@@ -94,8 +98,11 @@ class SegDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
-        return DataLoader(self.train_ds, batch_size=h.batch_size, shuffle=True, num_workers=h.num_workers,
-                          persistent_workers=h.num_workers > 0)
+        sampler = None
+        if h.steps_per_epoch:
+            sampler = RandomSampler(self.train_ds, replacement=True, num_samples=h.steps_per_epoch * h.batch_size)
+        return DataLoader(self.train_ds, batch_size=h.batch_size, shuffle=sampler is None, sampler=sampler,
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_ds, batch_size=1, num_workers=min(self.hparams.num_workers, 1))

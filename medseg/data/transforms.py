@@ -74,15 +74,25 @@ class LabelToRegionsd(T.MapTransform):
         return d
 
 
+def background_to_zero(image: torch.Tensor) -> torch.Tensor:
+    """Shift each channel so its minimum is 0: skull-stripped MRI stored z-scored has a constant negative
+    background (DeepMedic's BraTS copies: -3.6), which would defeat the non-zero crop and normalisation."""
+    return image - image.amin(dim=(1, 2, 3), keepdim=True)  # (C, X, Y, Z) - (C, 1, 1, 1)
+
+
 def preprocess(
     keys: Sequence[str],
     spacing: Sequence[float] | None,
     crop_foreground: bool,
     normalize_nonzero: bool,
 ) -> list:
-    """Deterministic, invertible preprocessing: canonical orientation, spacing, foreground crop, z-score."""
+    """Deterministic preprocessing, invertible where it moves voxels: canonical orientation, spacing, crop, z-score.
+
+    With normalize_nonzero (MRI) the background is taken to be each channel's minimum and shifted to 0 first.
+    """
     modes = ["bilinear", "nearest"][: len(keys)]
-    steps = [T.Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+    steps = [T.Lambdad("image", background_to_zero)] if normalize_nonzero else []
+    steps += [T.Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
     if spacing:
         steps.append(T.Spacingd(keys, pixdim=spacing, mode=modes))
     if crop_foreground:
