@@ -27,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (MedsegError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def user_error(e: BaseException | None) -> BaseException | None:
+    """The bad-input error behind `e`, also when MONAI or a DataLoader worker wrapped it in a RuntimeError."""
+    while e is not None and not isinstance(e, USER_ERRORS):
+        e = e.__cause__ or e.__context__
+    return e
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -50,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         from medseg.demo import demo
 
         return demo(args.output, args.minutes)
-    except (MedsegError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        if debug:
+    except Exception as e:
+        cause = user_error(e)
+        if debug or cause is None:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {cause}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

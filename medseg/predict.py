@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from medseg.data.datasets import case_files
-from medseg.data.io import TIFF, Volume, read_volume, suffix, write_mask
+from medseg.data.io import TIFF, Volume, suffix, write_mask
 from medseg.data.transforms import LoadCased, preprocess
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
@@ -92,8 +92,8 @@ def predict(inputs: list[str], model: str, output: str | None = None, *, overwri
     convention = get_convention(meta["label_convention"])
     load = LoadCased(len(meta["modalities"]), voxel_size=meta["voxel_size"])
     pre = T.Compose(preprocess(["image"], meta["spacing"], meta["crop_foreground"], meta["normalize"] == "nonzero"))
-    reference = read_volume(files[0], meta["voxel_size"])
-    data = pre(load({"image": files}))
+    image, reference = load.read_image(files)
+    data = pre({"image": image})
 
     dev = pick_device(device)
     net = net.to(dev)

@@ -7,6 +7,7 @@ links; `best.ckpt` (by val/dice_mean) and `last.ckpt` go to `<trainer.default_ro
 import logging
 import netrc
 import os
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -69,7 +70,10 @@ class MedsegCLI(LightningCLI):
 
 
 def train(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # force: bind to the current stderr on every call (an earlier call's stream may be closed when run in-process)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    # `medseg train` hands LightningCLI its own argv; the warning about sys.argv also being set does not apply
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     cli = MedsegCLI(SegModule, SegDataModule, run=False, args=argv, seed_everything_default=42,
                     save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "medseg train"},
                     trainer_defaults={"callbacks": [ValidateAtStepLimit()]})

@@ -10,7 +10,7 @@ import torch
 from monai import transforms as T
 from monai.data import MetaTensor
 
-from medseg.data.io import read_volume
+from medseg.data.io import Volume, read_volume
 from medseg.errors import MedsegError
 from medseg.labels import Convention
 
@@ -26,7 +26,14 @@ class LoadCased(T.MapTransform):
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
-        files = d["image"] if isinstance(d["image"], list | tuple) else [d["image"]]
+        d["image"], reference = self.read_image(d["image"])
+        if "label" in d:
+            d["label"] = self._load_label(d["label"], reference)
+        return d
+
+    def read_image(self, files: str | Sequence[str]) -> tuple[MetaTensor, Volume]:
+        """(C, X, Y, Z) image of a case and the Volume of its first file, whose header a mask copies."""
+        files = [files] if isinstance(files, str) else list(files)
         volumes = [read_volume(f, self.voxel_size) for f in files]
         channels = []  # (volume, 3D array) pairs: one 4D file (channels last, MSD style) or a file per channel
         for v in volumes:
@@ -39,13 +46,9 @@ class LoadCased(T.MapTransform):
                 raise MedsegError(f"{v.path}: shape {a.shape} differs from {first.path} {shape}")
             if not np.allclose(v.affine, first.affine, atol=1e-3):
                 raise MedsegError(f"{v.path}: its affine differs from {first.path}; channels must share one grid")
-        arrays = [a for _, a in channels]
-        image = np.stack(arrays).astype(np.float32)  # (C, X, Y, Z)
+        image = np.stack([a for _, a in channels]).astype(np.float32)  # (C, X, Y, Z)
         meta = {"filename_or_obj": str(first.path)}
-        d["image"] = MetaTensor(torch.from_numpy(image), affine=torch.as_tensor(first.affine), meta=meta)
-        if "label" in d:
-            d["label"] = self._load_label(d["label"], first)
-        return d
+        return MetaTensor(torch.from_numpy(image), affine=torch.as_tensor(first.affine), meta=meta), first
 
     def _load_label(self, path, image_volume) -> MetaTensor:
         v = read_volume(path, self.voxel_size)
@@ -55,7 +58,7 @@ class LoadCased(T.MapTransform):
             self.convention.check(v.array, str(v.path))
         except ValueError as e:
             raise MedsegError(str(e)) from None
-        label = torch.from_numpy(np.asarray(v.array, dtype=np.int16)[None])  # (1, X, Y, Z)
+        label = torch.from_numpy(np.asarray(v.array, dtype=np.int32)[None])  # (1, X, Y, Z); EM ids can pass 2**15
         return MetaTensor(label, affine=torch.as_tensor(image_volume.affine), meta={"filename_or_obj": str(v.path)})
 
 
