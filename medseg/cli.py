@@ -1,4 +1,4 @@
-"""`medseg` command: dispatches to train, predict and demo; turns bad input into one `error: …` line."""
+"""`medseg` command: dispatches to train, search, predict, demo, bench and doctor; bad input → one `error: …` line."""
 
 import argparse
 import sys
@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train a network (LightningCLI: --config, dotted overrides, --print_config)",
                    add_help=False)
+    sub.add_parser("search", help="search a CAKES configuration (train's options + --search.*, --output FILE.json)",
+                   add_help=False)
     p = sub.add_parser("predict", help="segment scans with a trained checkpoint")
     p.add_argument("inputs", nargs="+", help="a case folder, a 4D NIfTI (channels last) or one file per channel")
     p.add_argument("--model", required=True, help="checkpoint written by medseg train (best.ckpt)")
@@ -24,6 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
+    b = sub.add_parser("bench", help="parameters, FLOPs, prediction time and memory of every net × block")
+    b.add_argument("--config", help="recipe whose widths and patch size are used (default: configs/brats.yaml)")
+    b.add_argument("--archs", nargs="+", help="default: every registered net")
+    b.add_argument("--blocks", nargs="+", help="default: every registered block")
+    b.add_argument("--shape", nargs=3, type=int, metavar=("X", "Y", "Z"),
+                   help="volume predicted by sliding window (default: a 240×240×155 1 mm BraTS scan resampled to the "
+                        "recipe's data.spacing, 120 120 78 for brats.yaml)")
+    b.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is reported")
+    b.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default: 0.25, as in training)")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
+    b.add_argument("--channels-last", action="store_true", help="model and input in torch.channels_last_3d")
+    b.add_argument("--threads", type=int, help="torch threads (default: torch's current setting)")
+    b.add_argument("--layer-size", type=int, default=64, help="input size of the one-layer table (0: skip it)")
+    b.add_argument("--json", help="also write the records to this JSON file")
+    sub.add_parser("doctor", help="versions, GPUs, shared memory, and warnings about what would break training")
     return parser
 
 
@@ -41,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    if argv and argv[0] == "train":  # everything after `train` belongs to LightningCLI
-        command, rest = "train", argv[1:]
+    if argv and argv[0] in ("train", "search"):  # everything after the command belongs to LightningCLI
+        command, rest = argv[0], argv[1:]
     else:
         args = build_parser().parse_args(argv)
         command = args.command
@@ -51,12 +69,27 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.train import train
 
             return train(rest)
+        if command == "search":
+            from medseg.search.run import search
+
+            return search(rest)
         if command == "predict":
             from medseg.predict import predict
 
             predict(args.inputs, args.model, args.output, overwrite=args.overwrite, device=args.device,
                     overlap=args.overlap)
             return 0
+        if command == "bench":
+            from medseg.bench import bench
+
+            bench(args.config, args.archs, args.blocks, shape=args.shape, repeats=args.repeats,
+                  device=args.device, dtype=args.dtype, channels_last=args.channels_last, overlap=args.overlap,
+                  threads=args.threads, layer_size=args.layer_size, json_out=args.json)
+            return 0
+        if command == "doctor":
+            from medseg.doctor import doctor
+
+            return doctor()
         from medseg.demo import demo
 
         return demo(args.output, args.minutes)

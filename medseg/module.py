@@ -7,10 +7,10 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
+from monai.metrics import compute_dice
 
 import medseg
-from medseg.blocks import BlockKind
+from medseg.blocks import BlockKind, embed_config_file
 from medseg.labels import get_convention
 from medseg.nets import ArchKind, build_net
 
@@ -46,11 +46,12 @@ class SegModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.block_kwargs = embed_config_file(block_kwargs)  # the checkpoint carries the configuration
         self.convention = get_convention(label_convention)
         self.regions = list(self.convention.regions)
         self.net = build_net(arch, len(modalities), len(self.regions), **self.net_kwargs())
         self.loss = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1e-5, squared_pred=True, batch=True)
-        self.dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
+        self.val_rows: list[torch.Tensor] = []  # per validation case: dataset index, then Dice per region
 
     def net_kwargs(self) -> dict:
         h = self.hparams
@@ -65,15 +66,29 @@ class SegModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Dice per case and region; returns the predicted regions (for the wandb slices)."""
         patch = self.trainer.datamodule.hparams.patch_size
         logits = sliding_window_inference(batch["image"], patch, 2, self.net, overlap=self.hparams.sw_overlap,
                                           mode="gaussian")
-        self.dice(logits.sigmoid() > 0.5, batch["label"] > 0.5)
+        pred = logits.sigmoid() > 0.5
+        dice = compute_dice(pred, batch["label"] > 0.5, include_background=True, ignore_empty=False)  # (B, R)
+        self.val_rows.append(torch.cat([batch["index"][:, None].to(dice), dice], dim=1))
+        return pred
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.dice.aggregate()  # (R,) mean over cases
-        self.dice.reset()
+        """Mean Dice over the validation cases, the same on every rank and the same as in a single process.
+
+        Under DDP each rank holds its shard; Lightning's DistributedSampler pads the shards to equal length by
+        repeating cases, so rows are gathered from all ranks and each case is counted once (by dataset index).
+        """
+        rows = torch.cat(self.val_rows).as_subclass(torch.Tensor)  # plain tensor: checkpoints load weights_only
+        self.val_rows.clear()
+        if self.trainer.world_size > 1:
+            rows = self.all_gather(rows).reshape(-1, rows.shape[1])
+        per_case = {int(row[0]): row[1:] for row in rows}
+        scores = torch.stack(list(per_case.values())).nanmean(dim=0)  # (R,)
+        # sync_dist only averages equal values here; it keeps Lightning from warning about epoch-level DDP logs
         for name, value in zip(self.regions, scores, strict=True):
             self.log(f"val/dice_{name}", value, sync_dist=True)
         self.log("val/dice_mean", scores.mean(), prog_bar=True, sync_dist=True)

@@ -5,7 +5,9 @@ reorientation and cropping are undone exactly, resampling by interpolating regio
 original grid before thresholding (nnU-Net's order). The header of the first input file is copied to the mask.
 """
 
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -67,11 +69,41 @@ def default_output(case: str, em_tiff: bool) -> Path:
 
 
 def pick_device(device: str) -> torch.device:
+    """`auto` is the GPU when PyTorch sees one, else the CPU; asking for `cuda` without one is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise MedsegError("--device cuda: no CUDA device is available")
     return torch.device(device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA only: bfloat16 where the GPU has it (its range never overflows), else float16.
+    None (full precision) on the CPU, where autocast is slower and buys no memory that matters."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def infer(net: torch.nn.Module, image: torch.Tensor, patch: list[int], overlap: float,
+          device: torch.device) -> torch.Tensor:
+    """Float32 logits on the CPU for a (1, C, X, Y, Z) image, by sliding window with Gaussian blending.
+
+    On CUDA the whole volume is first kept on the GPU; when it does not fit, the windows still run on the GPU but
+    are stitched into a buffer on the CPU (MONAI's sw_device / device split), which needs one window of GPU memory.
+    """
+    window = partial(sliding_window_inference, roi_size=patch, sw_batch_size=2, predictor=net.to(device),
+                     overlap=overlap, mode="gaussian", sigma_scale=0.125, progress=True)
+    dtype = autocast_dtype(device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        if device.type == "cuda":
+            try:
+                return window(image.to(device)).float().cpu()
+            except torch.cuda.OutOfMemoryError:
+                pass  # out of the except block first, so the failed attempt's tensors can be freed
+            torch.cuda.empty_cache()
+            print("the volume does not fit on the GPU: stitching the windows on the CPU", file=sys.stderr)
+        return window(image, sw_device=device, device="cpu").float()
 
 
 def predict(inputs: list[str], model: str, output: str | None = None, *, overwrite: bool = False,
@@ -95,12 +127,8 @@ def predict(inputs: list[str], model: str, output: str | None = None, *, overwri
     image, reference = load.read_image(files)
     data = pre({"image": image})
 
-    dev = pick_device(device)
-    net = net.to(dev)
-    with torch.inference_mode(), torch.autocast(dev.type, enabled=dev.type == "cuda"):
-        logits = sliding_window_inference(data["image"][None].to(dev), meta["patch_size"], 2, net, overlap=overlap,
-                                          mode="gaussian", sigma_scale=0.125, progress=True)
-    probs = MetaTensor(logits[0].float().sigmoid().cpu(), meta=data["image"].meta)
+    logits = infer(net, data["image"][None].as_tensor(), meta["patch_size"], overlap, pick_device(device))
+    probs = MetaTensor(logits[0].sigmoid(), meta=data["image"].meta)
     probs.applied_operations = data["image"].applied_operations
     restored = T.Invertd("pred", pre, orig_keys="image", nearest_interp=False)({"pred": probs, "image": data["image"]})
     masks = (restored["pred"].numpy() > 0.5).astype("uint8")  # (R, X, Y, Z) on the input's voxel grid

@@ -2,33 +2,26 @@
 
 The network's input and output channels follow the data section (modalities, label convention) through argument
 links; `best.ckpt` (by val/dice_mean) and `last.ckpt` go to `<trainer.default_root_dir>/checkpoints/`.
+Several GPUs or nodes: Lightning's DDP (`--trainer.strategy=ddp --trainer.devices=N --trainer.num_nodes=M`), which
+re-runs this command for the other ranks; wandb is set up in medseg.tracking.
 """
 
 import logging
-import netrc
 import os
 import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 
 from medseg.data.datamodule import SegDataModule
 from medseg.module import SegModule
+from medseg.tracking import SaveConfigAndLog, ValidationSlices, configure_wandb_logger, keep_private
 
 
 def checkpoint_dir(root: str | None) -> str:
     return str(Path(root or os.getcwd()) / "checkpoints")
-
-
-def wandb_account_configured() -> bool:
-    """An API key in the environment or in ~/.netrc (what `wandb login` writes)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
 
 
 class ValidateAtStepLimit(Callback):
@@ -56,17 +49,12 @@ class MedsegCLI(LightningCLI):
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
 
     def before_instantiate_classes(self) -> None:
-        """wandb runs live under the run directory, offline unless the user has an account configured."""
-        trainer = self.config["trainer"]
-        logger = trainer.get("logger")
-        if logger is None or not str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
-            return
-        args = logger.init_args
-        if args.get("save_dir") in (None, "."):
-            args["save_dir"] = trainer.get("default_root_dir") or os.getcwd()
-        Path(args["save_dir"]).mkdir(parents=True, exist_ok=True)
-        if "WANDB_MODE" not in os.environ and not wandb_account_configured():
-            args["offline"] = True
+        configure_wandb_logger(self.config["trainer"])
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if isinstance(self.trainer.logger, WandbLogger):
+            keep_private(self.trainer.logger)
 
 
 def train(argv: list[str]) -> int:
@@ -75,11 +63,14 @@ def train(argv: list[str]) -> int:
     # `medseg train` hands LightningCLI its own argv; the warning about sys.argv also being set does not apply
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     cli = MedsegCLI(SegModule, SegDataModule, run=False, args=argv, seed_everything_default=42,
-                    save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "medseg train"},
-                    trainer_defaults={"callbacks": [ValidateAtStepLimit()]})
+                    save_config_callback=SaveConfigAndLog, save_config_kwargs={"overwrite": True},
+                    parser_kwargs={"prog": "medseg train"},
+                    trainer_defaults={"callbacks": [ValidateAtStepLimit(), ValidationSlices()]})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     ckpt = cli.trainer.checkpoint_callback
     if cli.trainer.is_global_zero:
+        if isinstance(cli.trainer.logger, WandbLogger):
+            cli.trainer.logger.experiment.finish()  # complete the run's files now, also when called in-process
         best = ckpt.best_model_score
         print(f"best val/dice_mean: {best:.4f}" if best is not None else "no validation ran: no best.ckpt")
         print(f"checkpoints: {ckpt.dirpath}")

@@ -1,6 +1,8 @@
 """Shared fixtures: synthetic BraTS-like cases written as real NIfTI files, and a tiny model trained through the CLI."""
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -58,6 +60,7 @@ TINY = [
     "--model.channels=[4,8]", "--model.strides=[1,2]", "--model.kernel_sizes=[3,3]",
     "--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
 ]
+TINY_WANDB = [a for a in TINY if a != "--trainer.logger=false"]  # keeps the recipe's wandb logger
 
 
 def train_tiny(root: Path, run: Path, *extra: str) -> Path:
@@ -79,3 +82,10 @@ def shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+def console_script() -> str:
+    """The installed `medseg` command (also when the venv is not on PATH)."""
+    exe = shutil.which("medseg") or shutil.which("medseg", path=str(Path(sys.executable).parent))
+    assert exe, "the medseg console script is not installed"
+    return exe

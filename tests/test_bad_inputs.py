@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from medseg.cli import main
-from tests.conftest import BRATS_AFFINE, REPO, TINY, synthetic_case, write_case
+from tests.conftest import BRATS_AFFINE, REPO, TINY, console_script, synthetic_case, write_case
 
 # ----------------------------------------------------------------------------------------------------- helpers
 
@@ -222,12 +221,10 @@ def test_predict_bad_input(tmp_path, tiny_ckpt, capsys, make):
 
 def test_console_script_missing_input(tmp_path, tiny_ckpt):
     """The installed `medseg` command: exit status 2 and one clean error line, end to end."""
-    exe = shutil.which("medseg") or shutil.which("medseg", path=str(Path(sys.executable).parent))
-    assert exe, "the medseg console script is not installed"
     missing = tmp_path / "no_such_scan_flair.nii.gz"
     out = tmp_path / "out" / "mask.nii.gz"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run([exe, "predict", str(missing), "--model", str(tiny_ckpt), "--output", str(out),
+    proc = subprocess.run([console_script(), "predict", str(missing), "--model", str(tiny_ckpt), "--output", str(out),
                            "--device", "cpu"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
     assert_one_error_line(proc.returncode, proc.stderr, [missing])

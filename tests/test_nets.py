@@ -1,32 +1,8 @@
 import pytest
 import torch
-from torch import nn
 
-from medseg.blocks import BLOCKS, make_conv3d
+from medseg.blocks import BLOCKS
 from medseg.nets import build_net
-
-
-@pytest.mark.parametrize("stride", [1, 2, (1, 2, 2), (2, 2, 1)], ids=str)
-@pytest.mark.parametrize("size", [(16, 16, 16), (15, 17, 9)], ids=str)
-def test_conv_block_has_same_padding(stride, size):
-    conv = make_conv3d("conv", 3, 5, 3, stride)
-    out = conv(torch.randn(1, 3, *size))
-    s = (stride,) * 3 if isinstance(stride, int) else stride
-    assert out.shape == (1, 5, *[-(-n // k) for n, k in zip(size, s, strict=True)])
-
-
-def test_unknown_block_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown block 'pmsnc'.*\['conv'\]"):
-        make_conv3d("pmsnc", 4, 4)
-
-
-def test_factory_accepts_a_class():
-    class Probe(nn.Conv3d):
-        def __init__(self, i, o, k, s, *, bias):
-            super().__init__(i, o, k, s, padding=1, bias=bias)
-
-    assert isinstance(make_conv3d(Probe, 2, 3), Probe)
-    assert set(BLOCKS) == {"conv"}
 
 
 @pytest.mark.parametrize(
@@ -39,8 +15,9 @@ def test_factory_accepts_a_class():
     ],
     ids=["isotropic", "anisotropic-em", "odd-size"],
 )
-def test_unet_keeps_input_size_and_trains(kwargs, size):
-    net = build_net("unet", 2, 3, **kwargs)
+@pytest.mark.parametrize("block", BLOCKS)
+def test_unet_keeps_input_size_and_trains(kwargs, size, block):
+    net = build_net("unet", 2, 3, block=block, **kwargs)
     x = torch.randn(2, 2, *size)
     y = net(x)
     assert y.shape == (2, 3, *size)
@@ -53,3 +30,17 @@ def test_unet_stages_must_agree():
         build_net("unet", 1, 1, channels=[4, 8], strides=[1], kernel_sizes=[3, 3])
     with pytest.raises(ValueError, match="choose one of"):
         build_net("vnet", 1, 1)
+
+
+def test_block_with_n2_replaces_each_double_conv_jointly():
+    kwargs = {"channels": [4, 8, 16], "strides": [1, 2, 2], "kernel_sizes": [3, 3, 3]}
+    single = build_net("unet", 2, 3, block="pmscn", **kwargs)
+    joint = build_net("unet", 2, 3, block="pmscn", block_kwargs={"n": 2}, **kwargs)
+    count = {name: sum(type(m).__name__ == "PmSCn" for m in net.modules()) for name, net in
+             [("single", single), ("joint", joint)]}
+    # 3 stages + 2 decoder levels; stage 0 starts with the plain stem, so its second conv stays a lone block
+    assert count == {"single": 2 * 5 - 1, "joint": 1 + 4}
+    first_stage_block = joint.encoder[0][1][0]
+    assert len(first_stage_block.streams[0]) == 4  # n forced to 1 next to the stem: 2D, norm, act, 1D (not 7)
+    assert joint(torch.randn(1, 2, 12, 10, 8)).shape == (1, 3, 12, 10, 8)
+    assert sum(p.numel() for p in joint.parameters()) < sum(p.numel() for p in single.parameters())

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from medseg.cli import main
-from tests.conftest import REPO, TINY, train_tiny
+from tests.conftest import REPO, TINY_WANDB, train_tiny
 
 
 def print_config(capsys, *args: str) -> dict:
@@ -63,8 +63,7 @@ def test_wandb_is_offline_without_an_account(brats_root, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
     run = tmp_path / "run"
-    args = [a for a in TINY if a != "--trainer.logger=false"]
-    rc = main(["train", "--config", str(REPO / "configs/brats.yaml"), f"--data.root={brats_root}", *args,
+    rc = main(["train", "--config", str(REPO / "configs/brats.yaml"), f"--data.root={brats_root}", *TINY_WANDB,
                f"--trainer.default_root_dir={run}", "--trainer.max_steps=1"])
     assert rc == 0
     assert list(Path(run).glob("wandb/offline-run-*")), "expected an offline wandb run under the run directory"

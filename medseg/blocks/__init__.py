@@ -9,11 +9,14 @@ from typing import Literal, get_args
 
 from torch import nn
 
+from medseg.blocks.cakes import Cakes, read_json
 from medseg.blocks.conv import Conv
+from medseg.blocks.pmscn import PmSCn
+from medseg.blocks.sic import SIC
 from medseg.blocks.size import Size3
 
-BlockKind = Literal["conv"]
-BLOCKS: dict[str, type[nn.Module]] = {"conv": Conv}
+BlockKind = Literal["conv", "pmscn", "cakes", "sic"]
+BLOCKS: dict[str, type[nn.Module]] = {"conv": Conv, "pmscn": PmSCn, "cakes": Cakes, "sic": SIC}
 
 assert tuple(BLOCKS) == get_args(BlockKind), "BlockKind must list exactly the keys of BLOCKS"
 
@@ -36,4 +39,22 @@ def make_conv3d(
     return kind(in_channels, out_channels, kernel_size, stride, bias=bias, **kwargs)
 
 
-__all__ = ["BLOCKS", "BlockKind", "Size3", "make_conv3d"]
+def embed_config_file(block_kwargs: dict | None) -> dict:
+    """Block kwargs with a `config` file path replaced by the file's JSON content, so a checkpoint carries the
+    configuration itself (predict must not depend on the file staying where training found it)."""
+    kwargs = dict(block_kwargs or {})
+    if isinstance(kwargs.get("config"), str):
+        kwargs["config"] = read_json(kwargs["config"])
+    return kwargs
+
+
+def configure_blocks(net: nn.Module) -> nn.Module:
+    """Let blocks whose settings depend on where they sit (a searched CAKES split, keyed by qualified module name)
+    configure themselves once the whole network exists."""
+    for block in BLOCKS.values():
+        if hasattr(block, "configure"):
+            block.configure(net)
+    return net
+
+
+__all__ = ["BLOCKS", "BlockKind", "Size3", "configure_blocks", "embed_config_file", "make_conv3d"]

@@ -1,4 +1,9 @@
-"""Per-axis kernel/stride helpers shared by every block."""
+"""Per-axis kernel/stride and channel-split helpers shared by the blocks."""
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
 
 Size3 = int | tuple[int, int, int] | list[int]
 
@@ -17,3 +22,21 @@ def same_padding(kernel: tuple[int, int, int]) -> tuple[int, int, int]:
     if any(k % 2 == 0 for k in kernel):
         raise ValueError(f"kernel sizes must be odd, got {kernel}")
     return tuple(k // 2 for k in kernel)
+
+
+def keep_axes(values: tuple[int, int, int], axes: set[int] | list[int] | tuple[int, ...]) -> tuple[int, int, int]:
+    """values on `axes`, 1 elsewhere: the kernel (or stride) of a sub-conv that only acts along those axes."""
+    return tuple(v if i in axes else 1 for i, v in enumerate(values))
+
+
+def even_split(total: int, parts: int) -> list[int]:
+    """Channels split over parts, the first taking the remainder (64 → 22, 21, 21), as the CAKES code does."""
+    return [total - (parts - 1) * (total // parts)] + [total // parts] * (parts - 1)
+
+
+def fit_size(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Crop or zero-pad x's spatial axes (the end side) to `size`."""
+    pads = []
+    for have, want in zip(reversed(x.shape[2:]), reversed(tuple(size)), strict=True):
+        pads += [0, want - have]
+    return F.pad(x, pads) if any(pads) else x

@@ -5,9 +5,10 @@ import random
 from typing import Literal
 
 import lightning.pytorch as pl
+import torch
 from monai import transforms as T
 from monai.data import CacheDataset, DataLoader
-from torch.utils.data import RandomSampler
+from torch.utils.data import WeightedRandomSampler
 
 from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.transforms import LabelToRegionsd, LoadCased, augment, preprocess
@@ -89,6 +90,7 @@ class SegDataModule(pl.LightningDataModule):
         h = self.hparams
         train, val = self.cases()
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
+        val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         train_tf = T.Compose([*self.inference_transform(True).transforms, *augment(h.patch_size, h.samples_per_case)])
         workers = min(h.num_workers, 4)
@@ -97,10 +99,16 @@ class SegDataModule(pl.LightningDataModule):
                                    num_workers=workers or None)
 
     def train_dataloader(self) -> DataLoader:
+        """One pass over the cases per epoch, or `steps_per_epoch` batches drawn with replacement on every rank.
+
+        Under DDP Lightning shards the sampler; it would replace a RandomSampler by one pass over the cases (for EM,
+        one step per epoch), whereas other samplers are sharded, so the draws are made for all ranks together.
+        """
         h = self.hparams
         sampler = None
         if h.steps_per_epoch:
-            sampler = RandomSampler(self.train_ds, replacement=True, num_samples=h.steps_per_epoch * h.batch_size)
+            world = self.trainer.world_size if self.trainer else 1
+            sampler = WeightedRandomSampler(torch.ones(len(self.train_ds)), h.steps_per_epoch * h.batch_size * world)
         return DataLoader(self.train_ds, batch_size=h.batch_size, shuffle=sampler is None, sampler=sampler,
                           num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 

@@ -2,9 +2,9 @@
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from medseg.blocks import Size3, make_conv3d
+from medseg.blocks.size import fit_size, triple
 
 
 class ConvNormAct(nn.Sequential):
@@ -19,9 +19,41 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-def match_size(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Crop or zero-pad x's spatial size to like's, for decoders fed odd-sized inputs."""
-    pads = []
-    for have, want in zip(reversed(x.shape[2:]), reversed(like.shape[2:]), strict=True):
-        pads += [0, want - have]
-    return F.pad(x, pads) if any(pads) else x
+class Upsample(nn.Sequential):
+    """1×1×1 conv to the skip's width, then trilinear interpolation by the stage stride (per axis, so (2, 2, 1)
+    works). A transposed conv would hold 8× the parameters and outweigh a whole SIC decoder; the decoder convs
+    that follow do the learning."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Size3):
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, 1, bias=False),
+            nn.Upsample(scale_factor=tuple(float(s) for s in triple(stride)), mode="trilinear"),
+        )
+
+
+def single_conv_kwargs(block_kwargs: dict | None) -> dict:
+    """Block options for a conv that stands alone: `n` (how many consecutive convs one block replaces, PmSC2) is 1."""
+    kwargs = dict(block_kwargs or {})
+    return {**kwargs, "n": 1} if "n" in kwargs else kwargs
+
+
+class UShaped(nn.Module):
+    """The forward both nets share: encoder stages keep their outputs as skips; each decoder level upsamples,
+    concatenates the skip and convolves; a 1×1×1 head gives the logits. Subclasses fill the four parts."""
+
+    encoder: nn.ModuleList
+    upsample: nn.ModuleList
+    decoder: nn.ModuleList
+    head: nn.Conv3d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        for up, dec in zip(self.upsample, self.decoder, strict=True):
+            skip = skips.pop()
+            x = fit_size(up(x), skip.shape[2:])
+            x = dec(torch.cat([x, skip], dim=1))  # (N, C_up + C_skip, D, H, W)
+        return self.head(x)

@@ -1,32 +1,39 @@
 """3D UNet with per-stage channels, kernels and strides (anisotropic for EM), convolutions from `make_conv3d`.
 
     x → [stage 0] ─────────────────────────────── cat → [dec 0] → head(1×1×1) → logits
-          └→ [stage 1 (strided)] ──────── cat → [dec 1] ─┘ (transposed conv up)
+          └→ [stage 1 (strided)] ──────── cat → [dec 1] ─┘ (1×1×1 conv + trilinear up)
                 └→ … → [bottleneck] ──────┘
-Each stage and decoder level is a double conv (ConvNormAct ×2). The stem conv, transposed convs and the head
-stay plain convolutions whatever the block; strides are carried by the first conv of each stage.
+Each stage and decoder level is a double conv (ConvNormAct ×2, or one block spanning both when block_kwargs has
+n=2). The stem conv, the upsampling 1×1×1 convs and the head stay plain convolutions whatever the block; strides are
+carried by the first conv of each stage.
 """
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from medseg.blocks import Size3
-from medseg.nets.layers import ConvNormAct, match_size
+from medseg.nets.layers import ConvNormAct, Upsample, UShaped, single_conv_kwargs
 
 
 class DoubleConv(nn.Sequential):
+    """Two ConvNormAct; a block built with `n=2` in its kwargs (PmSC2) replaces both convs jointly."""
+
     def __init__(self, block: str, first_block: str, in_ch: int, out_ch: int, kernel: Size3, stride: Size3,
                  block_kwargs: dict | None):
+        kwargs = block_kwargs or {}
+        if kwargs.get("n", 1) >= 2 and first_block == block:
+            super().__init__(ConvNormAct(block, in_ch, out_ch, kernel, stride, kwargs))
+            return
+        single = single_conv_kwargs(kwargs)  # a lone conv (after a plain stem) is one conv
         super().__init__(
-            ConvNormAct(first_block, in_ch, out_ch, kernel, stride, block_kwargs if first_block == block else None),
-            ConvNormAct(block, out_ch, out_ch, kernel, 1, block_kwargs),
+            ConvNormAct(first_block, in_ch, out_ch, kernel, stride, single if first_block == block else None),
+            ConvNormAct(block, out_ch, out_ch, kernel, 1, single),
         )
 
 
-class UNet3D(nn.Module):
-    """Encoder stages with strided double convs, a mirrored decoder with transposed-conv upsampling and skips."""
+class UNet3D(UShaped):
+    """Encoder stages with strided double convs, a mirrored decoder with upsampling and skips."""
 
     def __init__(
         self,
@@ -51,20 +58,7 @@ class UNet3D(nn.Module):
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for i in reversed(range(len(channels) - 1)):
-            stride = strides[i + 1]
-            self.upsample.append(nn.ConvTranspose3d(channels[i + 1], channels[i], stride, stride, bias=False))
+            self.upsample.append(Upsample(channels[i + 1], channels[i], strides[i + 1]))
             self.decoder.append(DoubleConv(block, block, 2 * channels[i], channels[i], kernel_sizes[i], 1,
                                            block_kwargs))
         self.head = nn.Conv3d(channels[0], out_channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        x = skips.pop()
-        for up, dec in zip(self.upsample, self.decoder, strict=True):
-            skip = skips.pop()
-            x = match_size(up(x), skip)
-            x = dec(torch.cat([x, skip], dim=1))  # (N, 2C, D, H, W)
-        return self.head(x)

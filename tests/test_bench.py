@@ -1,0 +1,100 @@
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from medseg.bench import RECIPE, load_recipe
+from medseg.blocks import BLOCKS
+from medseg.cli import main
+from medseg.nets import NETS, build_net
+
+RECIPE_TINY = {"model": {"channels": [4, 8, 16], "strides": [1, 2, [2, 2, 1]], "kernel_sizes": [3, 3, [3, 3, 1]]},
+               "data": {"patch_size": [16, 16, 8]}}
+
+
+def conv_flops(net: nn.Module, x: torch.Tensor) -> int:
+    """2 × MACs of every Conv3d / ConvTranspose3d, from the shapes their forward hooks see."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        spatial = inputs[0].shape[2:] if isinstance(module, nn.ConvTranspose3d) else output.shape[2:]
+        total += 2 * module.weight.numel() * math.prod(spatial) * output.shape[0]
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv3d | nn.ConvTranspose3d)]
+    with torch.inference_mode():
+        net(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("bench")
+    recipe, out = folder / "recipe.yaml", folder / "bench.json"
+    recipe.write_text(yaml.safe_dump(RECIPE_TINY))
+    assert main(["bench", "--config", str(recipe), "--device", "cpu", "--shape", "40", "40", "24", "--repeats", "1",
+                 "--layer-size", "8", "--threads", "1", "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_bench_covers_every_registered_net_and_block(records):
+    nets = [(r["arch"], r["block"]) for r in records if r["table"] == "net"]
+    assert sorted(nets) == sorted((a, b) for a in NETS for b in BLOCKS)
+    assert sorted(r["block"] for r in records if r["table"] == "layer") == sorted(BLOCKS)
+    for r in records:
+        assert r["params"] > 0 and r["flops"] > 0 and r["cpu_ms"] > 0 and r["peak_mem_mb"] is not None
+        assert r["threads"] == 1 and r["device"] == "cpu"
+    per_axis = [math.ceil((n - p) / int(p * 0.75)) + 1 for n, p in zip((40, 40, 24), (16, 16, 8), strict=True)]
+    assert {r["windows"] for r in records if r["table"] == "net"} == {math.prod(per_axis)}  # MONAI's scan at 1/4
+
+
+def test_bench_counts_match_independent_counts(records):
+    model = RECIPE_TINY["model"]
+    for r in (r for r in records if r["table"] == "net"):
+        net = build_net(r["arch"], 2, 3, block=r["block"], **model).eval()
+        assert r["params"] == sum(p.numel() for p in net.parameters())
+        if r["block"] == "conv":
+            assert r["flops"] == conv_flops(net, torch.randn(1, 2, 16, 16, 8))
+        conv = next(c for c in records if c["table"] == "net" and c["arch"] == r["arch"] and c["block"] == "conv")
+        assert r["params_x"] == pytest.approx(r["params"] / conv["params"])
+        assert r["time_x"] == pytest.approx(r["cpu_ms"] / conv["cpu_ms"])
+
+
+def test_single_conv_layer_flops_are_exact(records):
+    layer = next(r for r in records if r["table"] == "layer" and r["block"] == "conv")
+    assert layer["params"] == 27 * 64 * 64
+    assert layer["flops"] == 2 * 27 * 64 * 64 * 8**3
+    assert layer["flops_x"] == 1.0
+
+
+def test_default_recipe_is_the_brats_one():
+    net, patch, volume = load_recipe(RECIPE)
+    assert net == {"channels": [8, 16, 32, 64, 128], "strides": [1, 2, 2, 2, 2], "kernel_sizes": [3] * 5}
+    assert patch == [64, 64, 64]
+    assert volume == (120, 120, 78)  # a 240×240×155 1 mm BraTS scan at the recipe's 2 mm
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--blocks", "pmsnc"], "unknown block 'pmsnc'; choose one of"),
+        (["--archs", "vnet"], "unknown architecture 'vnet'; choose one of"),
+        (["--config", "missing.yaml"], "missing.yaml: not a recipe"),
+        (["--repeats", "0"], "--repeats ≥ 1"),
+    ],
+    ids=["block", "arch", "config", "repeats"],
+)
+def test_bad_input_is_a_one_line_error(capsys, argv, message):
+    assert main(["bench", "--device", "cpu", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_user_error(capsys):
+    assert main(["bench", "--device", "cuda", "--blocks", "conv"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
