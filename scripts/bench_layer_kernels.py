@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from medseg.blocks import make_conv3d
 from medseg.blocks.cakes import Cakes
+from medseg.blocks.size import pad_kernel
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -32,12 +33,7 @@ def median_ms(fn, repeats: int) -> float:
 
 def fused_cakes(block: Cakes) -> torch.Tensor:
     """One 3×3×3 weight holding every op's sub-kernel, zero elsewhere (same outputs, conv FLOPs)."""
-    parts = []
-    for conv in block.convs:
-        w = conv.weight  # (c_op, C_in, k0, k1, k2) with k_i ∈ {1, 3}
-        pad = [p for k in reversed(w.shape[2:]) for p in ((3 - k) // 2,) * 2]
-        parts.append(F.pad(w, pad))
-    return torch.cat(parts)  # (C_out, C_in, 3, 3, 3)
+    return torch.cat([pad_kernel(conv.weight, (3, 3, 3)) for conv in block.convs])  # (C_out, C_in, 3, 3, 3)
 
 
 def planar_as_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

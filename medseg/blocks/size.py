@@ -40,3 +40,12 @@ def fit_size(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     for have, want in zip(reversed(x.shape[2:]), reversed(tuple(size)), strict=True):
         pads += [0, want - have]
     return F.pad(x, pads) if any(pads) else x
+
+
+def pad_kernel(weight: torch.Tensor, kernel: tuple[int, int, int]) -> torch.Tensor:
+    """A sub-kernel's conv weight zero-padded (centred) to `kernel`: with "same" padding the padded conv gives the
+    same output, so convs of different sub-kernels can run as one."""
+    pads = []
+    for full, own in zip(reversed(kernel), reversed(weight.shape[2:]), strict=True):
+        pads += [(full - own) // 2] * 2
+    return F.pad(weight, pads)  # (C_out, C_in, k0, k1, k2)

@@ -1,11 +1,11 @@
 """The configuration file `medseg search` writes (blocks-spec §3.7 [Rec]) and the summary it prints."""
 
 import json
-import os
 from pathlib import Path
 
 from medseg.bench import render
 from medseg.blocks.cakes import CONFIG_SCHEMA, OPS, op_kernel
+from medseg.data.io import atomic_write
 from medseg.search.cost import Layer, Split
 
 AXES = ("op names give the kernel over the spatial axes (S0, S1, S2) of (N, C, S0, S1, S2), the array axes after "
@@ -39,10 +39,8 @@ def dumps(value, indent: int = 0) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(data) + "\n")
-    os.replace(tmp, path)
+    """Readers never see half a file (temporary file beside it, then rename)."""
+    atomic_write(path, lambda tmp: tmp.write_text(dumps(data) + "\n"))
 
 
 def stage(name: str) -> str:

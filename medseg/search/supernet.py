@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medseg.blocks.cakes import Cakes, op_kernel
-from medseg.blocks.size import same_padding
+from medseg.blocks.size import pad_kernel, same_padding
 from medseg.nets.layers import ConvNormAct
 
 
@@ -93,16 +93,10 @@ class SuperCakes(nn.Module):
         per op (measured on a UNet step: as long as the all-3D net's, instead of ~15× as long)."""
         self.active = sample_paths(len(self.ops), self.out_channels, x.device)
         op, channel = self.active.nonzero(as_tuple=True)  # (C_out,) each: the kept paths
-        weights = torch.stack([self.padded_weight(conv) for conv in self.convs])  # (n_ops, C_out, C_in, k0, k1, k2)
+        weights = torch.stack([pad_kernel(c.weight, self.kernel) for c in self.convs])  # (n_ops, C_out, C_in, k³)
         part = F.conv3d(x, weights[op, channel], None, self.stride, same_padding(self.kernel))  # (N, C_out, ...)
         part = F.instance_norm(part) * per_channel(self.gamma[op, channel])
         return part.new_zeros(part.shape).index_add(1, channel, part) + per_channel(self.beta)  # path (op, c) → c
-
-    def padded_weight(self, conv: nn.Conv3d) -> torch.Tensor:
-        pads = []
-        for full, own in zip(reversed(self.kernel), reversed(conv.kernel_size), strict=True):
-            pads += [(full - own) // 2] * 2
-        return F.pad(conv.weight, pads)  # (C_out, C_in, k0, k1, k2)
 
     @torch.no_grad()
     def shrink(self, step: float) -> None:
