@@ -57,14 +57,19 @@ class MedsegCLI(LightningCLI):
             keep_private(self.trainer.logger)
 
 
-def train(argv: list[str]) -> int:
+def build_cli(cli_class: type[MedsegCLI], model_class: type, argv: list[str], prog: str, **kwargs) -> MedsegCLI:
+    """The LightningCLI of `medseg train` and `medseg search`: recipes, dotted overrides, seeds, saved config."""
     # force: bind to the current stderr on every call (an earlier call's stream may be closed when run in-process)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    # `medseg train` hands LightningCLI its own argv; the warning about sys.argv also being set does not apply
+    # medseg hands LightningCLI its own argv; the warning about sys.argv also being set does not apply
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    cli = MedsegCLI(SegModule, SegDataModule, run=False, args=argv, seed_everything_default=42,
-                    save_config_callback=SaveConfigAndLog, save_config_kwargs={"overwrite": True},
-                    parser_kwargs={"prog": "medseg train"},
+    return cli_class(model_class, SegDataModule, run=False, args=argv, seed_everything_default=42,
+                     save_config_callback=SaveConfigAndLog, save_config_kwargs={"overwrite": True},
+                     parser_kwargs={"prog": prog}, **kwargs)
+
+
+def train(argv: list[str]) -> int:
+    cli = build_cli(MedsegCLI, SegModule, argv, "medseg train",
                     trainer_defaults={"callbacks": [ValidateAtStepLimit(), ValidationSlices()]})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     ckpt = cli.trainer.checkpoint_callback

@@ -12,9 +12,7 @@ search with `--ckpt_path`; it holds a supernet, which `medseg predict` refuses. 
 selects again at once, e.g. under another `--search.budget`: γ does not depend on the budget.
 """
 
-import logging
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -25,7 +23,6 @@ from torch import nn
 
 import medseg
 from medseg.blocks.cakes import SPACES
-from medseg.data.datamodule import SegDataModule
 from medseg.errors import MedsegError
 from medseg.module import SegModule
 from medseg.nets import build_net
@@ -33,8 +30,7 @@ from medseg.search.cost import Layer, Metric, measure, net_cost
 from medseg.search.output import configuration, cost_table, mix_table, write_json
 from medseg.search.select import op_mix, select, select_within
 from medseg.search.supernet import to_supernet
-from medseg.tracking import SaveConfigAndLog
-from medseg.train import MedsegCLI
+from medseg.train import MedsegCLI, build_cli
 
 Variant = Literal["performance", "cost"]
 SpaceName = Literal[tuple(SPACES)]
@@ -149,11 +145,7 @@ def provenance(cli: SearchCLI, seconds: float) -> dict:
 
 
 def search(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    cli = SearchCLI(SearchModule, SegDataModule, run=False, args=argv, seed_everything_default=42,
-                    save_config_callback=SaveConfigAndLog, save_config_kwargs={"overwrite": True},
-                    parser_kwargs={"prog": "medseg search"})
+    cli = build_cli(SearchCLI, SearchModule, argv, "medseg search")
     options, output, module = cli.config["search"], Path(cli.config["output"]), cli.model
     if output.is_dir():
         raise MedsegError(f"--output={output}: is a folder; give the path of the JSON file to write")
