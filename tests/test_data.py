@@ -12,7 +12,7 @@ from monai import transforms as T
 from medseg.data.datamodule import SegDataModule
 from medseg.data.datasets import brats_cases, case_files, read_datalist
 from medseg.data.io import itk_affine, read_volume
-from medseg.data.transforms import LoadCased, background_to_zero, preprocess
+from medseg.data.transforms import LoadCased, augment, background_to_zero, preprocess
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
 from tests.conftest import BRATS_AFFINE, synthetic_case, write_case
@@ -122,3 +122,30 @@ def test_training_patches_have_patch_size_and_regions(brats_root):
     assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0}
     val = next(iter(dm.val_dataloader()))
     assert val["label"].shape[1] == 3 and val["image"].shape[2:] == val["label"].shape[2:]
+
+
+def test_negative_patches_include_dark_tissue_but_never_background():
+    """Negative centres come from the non-zero brain mask, not from `image > 0` of the z-scored image."""
+    image = torch.zeros(2, 20, 20, 20)
+    image[:, 2:18, 2:10] = -1.0  # dark tissue (z < 0)
+    image[:, 2:18, 10:18] = 1.0  # bright tissue; the rest is background (exactly 0)
+    label = torch.zeros(1, 20, 20, 20)
+    label[0, 9, 9, 9] = 1
+    chain = T.Compose(augment([1, 1, 1], 400, nonzero_foreground=True)[:4])  # pad, mask, crop, delete
+    chain.set_random_state(0)
+    centres = torch.stack([s["image"][0, 0, 0, 0] for s in chain({"image": image, "label": label})])
+    assert (centres == -1).sum() > 50  # dark tissue is sampled as background
+    assert (centres == 0).sum() == 0  # the empty background never is
+    assert all("foreground" not in s for s in chain({"image": image, "label": label}))
+
+
+@pytest.mark.parametrize("augmentation", ["light", "nnunet"])
+def test_augmentation_keeps_patch_shape_and_binary_regions(augmentation):
+    image = torch.randn(2, 24, 24, 24)
+    label = (torch.rand(3, 24, 24, 24) > 0.7).float()
+    chain = T.Compose(augment([16, 16, 16], 4, nonzero_foreground=True, augmentation=augmentation))
+    chain.set_random_state(1)
+    for sample in chain({"image": image, "label": label}):
+        assert sample["image"].shape == (2, 16, 16, 16) and sample["label"].shape == (3, 16, 16, 16)
+        assert set(torch.unique(sample["label"]).tolist()) <= {0.0, 1.0}  # nearest interpolation keeps regions
+        assert torch.isfinite(sample["image"]).all()

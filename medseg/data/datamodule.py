@@ -11,7 +11,7 @@ from monai.data import CacheDataset, DataLoader
 from torch.utils.data import WeightedRandomSampler
 
 from medseg.data.datasets import brats_cases, read_datalist
-from medseg.data.transforms import LabelToRegionsd, LoadCased, augment, preprocess
+from medseg.data.transforms import Augmentation, LabelToRegionsd, LoadCased, augment, preprocess
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
 
@@ -34,6 +34,8 @@ class SegDataModule(pl.LightningDataModule):
         samples_per_case: patches drawn per case per step (the batch is batch_size x samples_per_case).
         steps_per_epoch: draw this many batches per epoch (cases sampled with replacement), for datasets of one
             or a few large volumes (EM); null = one pass over the training cases.
+        augmentation: `light` (flips, small intensity jitter) or `nnunet` (adds rotation and scaling, noise, blur,
+            brightness, contrast, low-resolution simulation and gamma, as nnU-Net does) for scans from other sites.
         val_cases: cases held out for validation when the datalist has no `validation` list.
     """
 
@@ -51,6 +53,7 @@ class SegDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         samples_per_case: int = 2,
         steps_per_epoch: int | None = None,
+        augmentation: Augmentation = "light",
         val_cases: int = 1,
         num_workers: int = 0,
         cache_rate: float = 1.0,
@@ -92,7 +95,8 @@ class SegDataModule(pl.LightningDataModule):
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
-        train_tf = T.Compose([*self.inference_transform(True).transforms, *augment(h.patch_size, h.samples_per_case)])
+        sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
+        train_tf = T.Compose([*self.inference_transform(True).transforms, *sampling])
         workers = min(h.num_workers, 4)
         self.train_ds = CacheDataset(train, train_tf, cache_rate=h.cache_rate, num_workers=workers or None)
         self.val_ds = CacheDataset(val, self.inference_transform(True), cache_rate=h.cache_rate,

@@ -3,7 +3,9 @@
 Case dicts hold `image` (list of per-channel files, or one 4D file with channels last) and optionally `label`.
 """
 
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -105,16 +107,55 @@ def preprocess(
     return steps
 
 
-def augment(patch_size: Sequence[int], samples_per_case: int) -> list:
-    """Foreground-oversampled patches (half the patches centred on a labelled voxel), flips, intensity jitter."""
+class ForegroundMaskd(T.MapTransform):
+    """Adds `foreground`: (1, X, Y, Z) mask of voxels that are non-zero in any channel (the brain after the
+    non-zero z-score, which keeps background at exactly 0), so that negative patch centres can be anywhere in the
+    brain, dark tissue (CSF, z < 0) included, but never in the empty background."""
+
+    def __init__(self):
+        super().__init__(["image"])
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        d["foreground"] = (d["image"] != 0).any(dim=0, keepdim=True)  # (C, X, Y, Z) -> (1, X, Y, Z)
+        return d
+
+
+Augmentation = Literal["light", "nnunet"]
+
+
+def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground: bool,
+            augmentation: Augmentation = "light") -> list:
+    """Patch sampling (half the patches centred on a labelled voxel), then flips and intensity changes.
+
+    Negative centres come from the foreground: the non-zero brain for MRI (`nonzero_foreground`), the whole
+    volume otherwise (EM). `nnunet` adds nnU-Net's spatial and intensity augmentation (rotation and scaling,
+    Gaussian noise and blur, brightness, contrast, low-resolution simulation, gamma) with its probabilities, for
+    models that must work on scans from other sites; `light` keeps flips and a small intensity jitter.
+    """
     keys = ["image", "label"]
-    return [
-        T.SpatialPadd(keys, spatial_size=patch_size),
-        T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=1,
-                                 num_samples=samples_per_case, image_key="image", image_threshold=0),
-        T.RandFlipd(keys, prob=0.5, spatial_axis=0),
-        T.RandFlipd(keys, prob=0.5, spatial_axis=1),
-        T.RandFlipd(keys, prob=0.5, spatial_axis=2),
-        T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
-        T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+    crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=1,
+                                    num_samples=samples_per_case, image_threshold=0,
+                                    image_key="foreground" if nonzero_foreground else None)
+    if nonzero_foreground:
+        sampling = [T.SpatialPadd(keys, spatial_size=patch_size), ForegroundMaskd(), crop,
+                    T.DeleteItemsd("foreground")]
+    else:
+        sampling = [T.SpatialPadd(keys, spatial_size=patch_size), crop]
+    flips = [T.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(3)]
+    if augmentation == "light":
+        return sampling + flips + [
+            T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        ]
+    return sampling + [
+        T.RandAffined(keys, prob=0.2, rotate_range=[math.pi / 6] * 3, scale_range=[(-0.3, 0.4)] * 3,
+                      mode=["bilinear", "nearest"], padding_mode="zeros", spatial_size=patch_size),
+        T.RandGaussianNoised("image", prob=0.1, std=0.1),
+        T.RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        T.RandScaleIntensityd("image", factors=0.25, prob=0.15),  # brightness: x (0.75, 1.25)
+        T.RandScaleIntensityFixedMeand("image", factors=0.25, prob=0.15),  # contrast around the mean
+        T.RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
+        T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),  # gamma, on the patch's min-max range
+        *flips,
     ]
