@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from medseg.blocks import BLOCKS, make_conv3d
 from medseg.errors import MedsegError
+from medseg.inference.predictor import pick_device
 from medseg.nets import NETS, build_net
-from medseg.predict import pick_device
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "brats.yaml"
 IN_CHANNELS, OUT_CHANNELS, LAYER_CHANNELS, SW_BATCH = 2, 3, 64, 2

@@ -1,4 +1,6 @@
-"""`medseg` command: dispatches to train, search, predict, demo, bench and doctor; bad input → one `error: …` line."""
+"""`medseg` command: dispatches to train, search, predict, models, demo, bench and doctor.
+
+Bad input → one `error: …` line on stderr and exit code 2 (`--debug` shows the traceback)."""
 
 import argparse
 import sys
@@ -16,13 +18,22 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("search", help="search a CAKES configuration (train's options + --search.*, --output FILE.json)",
                    add_help=False)
-    p = sub.add_parser("predict", help="segment scans with a trained checkpoint")
-    p.add_argument("inputs", nargs="+", help="a case folder, a 4D NIfTI (channels last) or one file per channel")
-    p.add_argument("--model", required=True, help="checkpoint written by medseg train (best.ckpt)")
-    p.add_argument("--output", help="mask path (default: ./<case>_pred.nii.gz); .tif for EM TIFF output")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p = sub.add_parser("predict", help="segment a scan, a case folder or a folder of cases")
+    p.add_argument("inputs", nargs="+", help="a case folder, a folder of cases, a 4D NIfTI or one file per channel")
+    p.add_argument("--model", help="a bundled model name (`medseg models`) or a checkpoint (best.ckpt); default: the "
+                                   "bundled brats model, em-membrane for TIFF/HDF5")
+    p.add_argument("--output", help="mask path (default: ./<case>_pred.nii.gz; .tif for EM TIFF), or a folder; "
+                                    "for a folder of cases, the output folder (default: ./<folder>_pred)")
+    p.add_argument("--channels", type=lambda s: [c.strip() for c in s.split(",")],
+                   help="modality of each given file (or of a 4D file's channels) in order, e.g. flair,t1,t1ce,t2; "
+                        "default: identified by file name (_flair, _t1ce, _0000, ...)")
+    p.add_argument("--tta", action="store_true", help="average the 8 mirrorings (8x the time)")
+    p.add_argument("--save-probabilities", metavar="PATH",
+                   help="region probabilities as a 4D float32 NIfTI (a folder for a folder of cases)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (folders: redo finished cases)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
+    sub.add_parser("models", help="list the bundled models: inputs, outputs, measured Dice, licence")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -74,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 
             return search(rest)
         if command == "predict":
-            from medseg.predict import predict
+            from medseg.predict import Options, predict
 
-            predict(args.inputs, args.model, args.output, overwrite=args.overwrite, device=args.device,
-                    overlap=args.overlap)
-            return 0
+            options = Options(args.overwrite, args.channels, args.save_probabilities)
+            return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
+                           tta=args.tta, options=options)
+        if command == "models":
+            from medseg.models.listing import list_models
+
+            return list_models()
         if command == "bench":
             from medseg.bench import bench
 

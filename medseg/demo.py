@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice
 
+from medseg.data.io import write_mask
 from medseg.errors import MedsegError
+from medseg.inference.predictor import Predictor
 from medseg.labels import get_convention
-from medseg.predict import predict
 from medseg.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,10 +45,13 @@ def demo(output: str, minutes: float) -> int:
     train(["--config", str(RECIPE), f"--data.root={sample / 'train'}", "--data.modalities=[flair, t1ce]",
            "--data.label_convention=brats2013", "--trainer.logger=false", f"--trainer.default_root_dir={run}",
            f"--trainer.max_time={duration(minutes)}", "--trainer.max_epochs=-1"])
-    mask = predict([str(heldout)], str(run / "checkpoints" / "best.ckpt"), str(out / f"{heldout.name}_pred.nii.gz"),
-                   overwrite=True, device="auto")
+    predictor = Predictor(run / "checkpoints" / "best.ckpt")
+    prediction = predictor.predict_case([str(f) for f in sorted(heldout.iterdir()) if "_seg" not in f.name])
+    mask = out / f"{heldout.name}_pred.nii.gz"
+    labels = predictor.labels(prediction)
+    write_mask(labels, prediction.reference, mask)
     truth = np.asarray(nib.load(next(heldout.glob("*_seg.nii.gz"))).dataobj)
-    scores = region_dice(np.asarray(nib.load(mask).dataobj), truth, "brats2013")
+    scores = region_dice(labels, truth, "brats2013")
     print("held-out Dice: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in scores.items()))
     print(f"mask: {mask.resolve()}")
     return 0

@@ -9,12 +9,9 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
 
-import medseg
 from medseg.blocks import BlockKind, embed_config_file
 from medseg.labels import get_convention
 from medseg.nets import ArchKind, build_net
-
-CHECKPOINT_FORMAT = 1
 
 
 class SegModule(pl.LightningModule):
@@ -68,7 +65,7 @@ class SegModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Dice per case and region; returns the predicted regions (for the wandb slices)."""
-        patch = self.trainer.datamodule.hparams.patch_size
+        patch = self.trainer.datamodule.plan.patch_size
         logits = sliding_window_inference(batch["image"], patch, 2, self.net, overlap=self.hparams.sw_overlap,
                                           mode="gaussian")
         pred = logits.sigmoid() > 0.5
@@ -115,19 +112,5 @@ class SegModule(pl.LightningModule):
         return min(1.0, max(used, default=0.0))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Everything predict needs, as plain JSON-like values (loadable with weights_only=True)."""
-        data = self.trainer.datamodule.hparams
-        checkpoint["medseg"] = {
-            "format": CHECKPOINT_FORMAT,
-            "version": medseg.__version__,
-            "arch": self.hparams.arch,
-            "net": self.net_kwargs(),
-            "modalities": list(self.hparams.modalities),
-            "label_convention": self.hparams.label_convention,
-            "regions": self.regions,
-            "spacing": data.spacing,
-            "voxel_size": data.voxel_size,
-            "crop_foreground": data.crop_foreground,
-            "normalize": data.normalize,
-            "patch_size": list(data.patch_size),
-        }
+        """Everything predict needs: the data module's plan completed with this network (plain JSON values)."""
+        checkpoint["medseg"] = self.trainer.datamodule.plan.with_net(self.hparams.arch, self.net_kwargs()).to_dict()

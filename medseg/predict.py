@@ -1,145 +1,133 @@
-"""`medseg predict`: sliding-window inference on one case, written on the input's exact grid and header.
+"""`medseg predict`: one case (files or a case folder) or a folder of cases, through one loaded Predictor.
 
-Preprocessing is rebuilt from the checkpoint (same MONAI chain as training) and inverted with MONAI's Invertd:
-reorientation and cropping are undone exactly, resampling by interpolating region probabilities back to the
-original grid before thresholding (nnU-Net's order). The header of the first input file is copied to the mask.
+Without `--model` the bundled model for the input type is used (`medseg models`). In folder mode every case found
+(BraTS case folders, or loose files grouped by case name / nnU-Net `_0000` suffix) is written as `<case>.nii.gz` in
+the output folder; existing outputs are skipped unless `--overwrite`, so a killed run continues where it stopped, and
+a bad case prints its `error:` line while the others still run.
 """
 
 import sys
 import time
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from monai import transforms as T
-from monai.data import MetaTensor
-from monai.inferers import sliding_window_inference
+from tqdm import tqdm
 
-from medseg.data.datasets import case_files
-from medseg.data.io import TIFF, Volume, suffix, write_mask
-from medseg.data.transforms import LoadCased, preprocess
+from medseg.data.io import TIFF, write_mask
 from medseg.errors import MedsegError
-from medseg.labels import get_convention
-from medseg.nets import build_net
+from medseg.inference.channels import case_name, group_cases, stem
+from medseg.inference.predictor import Predictor
+from medseg.inference.writers import write_probabilities
+from medseg.models import default_model
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """(medseg metadata, network state_dict), loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise MedsegError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MedsegError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or "medseg" not in ckpt or "state_dict" not in ckpt:
-        raise MedsegError(f"{path}: not a medseg checkpoint (no 'medseg' metadata); train it with medseg train")
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    return ckpt["medseg"], state
+@dataclass
+class Options:
+    """What to write besides the mask, and how to read the inputs."""
+
+    overwrite: bool = False
+    channels: list[str] | None = None
+    probabilities: str | None = None
 
 
-def build_model(meta: dict, state: dict, path: str | Path) -> torch.nn.Module:
-    try:
-        net = build_net(meta["arch"], len(meta["modalities"]), len(meta["regions"]), **meta["net"])
-        net.load_state_dict(state)
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise MedsegError(f"{path}: checkpoint does not fit this medseg version ({str(e).splitlines()[0]})") from None
-    return net.eval()
-
-
-def resolve_inputs(inputs: list[str], modalities: list[str]) -> tuple[list[str], str]:
-    """Channel files in model order and a case name, from a case folder, a 4D file or per-channel files."""
+def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
+            overlap: float = 0.5, tta: bool = False, options: Options | None = None) -> int:
+    """Segment one case or a folder of cases; returns the exit code (2 when any case failed)."""
+    options = options or Options()
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.exists():
             raise MedsegError(f"{p}: no such file or directory")
-    if len(paths) == 1 and paths[0].is_dir():
-        case = case_files(paths[0], modalities)
-        return case["image"], paths[0].resolve().name
-    if any(p.is_dir() for p in paths):
-        raise MedsegError("give one case folder, or image files only")
-    name = paths[0].name[: -len(suffix(paths[0]))] if suffix(paths[0]) else paths[0].name
-    for m in modalities:
-        name = name.removesuffix(f"_{m}")
-    return [str(p) for p in paths], name
+    if any(p.is_dir() for p in paths) and len(paths) > 1:
+        raise MedsegError("give one case folder, one folder of cases, or image files only")
+    model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
+    predictor = Predictor(model, device=device, overlap=overlap, tta=tta)
+    if paths[0].is_dir():
+        cases = group_cases(paths[0], predictor.plan.modalities)
+        if not cases:
+            raise MedsegError(f"{paths[0]}: no image files or case folders in this folder")
+        if len(cases) > 1 or any(Path(f).parent != paths[0] for files in cases.values() for f in files):
+            return predict_folder(predictor, cases, Path(output) if output else Path.cwd() / f"{paths[0].name}_pred",
+                                  options)
+        files, case = next(iter(cases.values())), paths[0].resolve().name
+    else:
+        files, case = [str(p) for p in paths], None
+    predict_one(predictor, files, case, output, options)
+    return 0
 
 
-def default_output(case: str, em_tiff: bool) -> Path:
-    return Path.cwd() / f"{case}_pred{'.tif' if em_tiff else '.nii.gz'}"
+def _first_image(folder: Path) -> list[str]:
+    """Any image under a folder, to choose the default model by its type."""
+    for files in group_cases(folder, ["?"]).values():
+        return files[:1]
+    return []
 
 
-def pick_device(device: str) -> torch.device:
-    """`auto` is the GPU when PyTorch sees one, else the CPU; asking for `cuda` without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MedsegError("--device cuda: no CUDA device is available")
-    return torch.device(device)
+def output_path(case: str, output: str | None, em: bool) -> Path:
+    ext = ".tif" if em else ".nii.gz"
+    if output is None:
+        return Path.cwd() / f"{case}_pred{ext}"
+    out = Path(output)
+    return out / f"{case}{ext}" if out.is_dir() else out
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA only: bfloat16 where the GPU has it (its range never overflows), else float16.
-    None (full precision) on the CPU, where autocast is slower and buys no memory that matters."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def infer(net: torch.nn.Module, image: torch.Tensor, patch: list[int], overlap: float,
-          device: torch.device) -> torch.Tensor:
-    """Float32 logits on the CPU for a (1, C, X, Y, Z) image, by sliding window with Gaussian blending.
-
-    On CUDA the whole volume is first kept on the GPU; when it does not fit, the windows still run on the GPU but
-    are stitched into a buffer on the CPU (MONAI's sw_device / device split), which needs one window of GPU memory.
-    """
-    window = partial(sliding_window_inference, roi_size=patch, sw_batch_size=2, predictor=net.to(device),
-                     overlap=overlap, mode="gaussian", sigma_scale=0.125, progress=True)
-    dtype = autocast_dtype(device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        if device.type == "cuda":
-            try:
-                return window(image.to(device)).float().cpu()
-            except torch.cuda.OutOfMemoryError:
-                pass  # out of the except block first, so the failed attempt's tensors can be freed
-            torch.cuda.empty_cache()
-            print("the volume does not fit on the GPU: stitching the windows on the CPU", file=sys.stderr)
-        return window(image, sw_device=device, device="cpu").float()
-
-
-def predict(inputs: list[str], model: str, output: str | None = None, *, overwrite: bool = False,
-            device: str = "auto", overlap: float = 0.5) -> Path:
-    """Segment one case and write its label map; returns the output path."""
+def predict_one(predictor: Predictor, files: list[str], case: str | None, output: str | None,
+                options: Options) -> Path:
     start = time.perf_counter()
-    meta, state = load_checkpoint(model)
-    net = build_model(meta, state, model)
-    files, case = resolve_inputs(inputs, meta["modalities"])
-    out = Path(output) if output else default_output(case, suffix(files[0]) in TIFF)
-    if any(out.resolve() == Path(f).resolve() for f in files):
-        raise MedsegError(f"{out}: refusing to overwrite an input with the mask")
-    if out.exists() and not overwrite:
-        raise MedsegError(f"{out}: already exists (use --overwrite to replace it)")
-    if not 0 <= overlap < 1:
-        raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
-
-    convention = get_convention(meta["label_convention"])
-    load = LoadCased(len(meta["modalities"]), voxel_size=meta["voxel_size"])
-    pre = T.Compose(preprocess(["image"], meta["spacing"], meta["crop_foreground"], meta["normalize"] == "nonzero"))
-    image, reference = load.read_image(files)
-    data = pre({"image": image})
-
-    logits = infer(net, data["image"][None].as_tensor(), meta["patch_size"], overlap, pick_device(device))
-    probs = MetaTensor(logits[0].sigmoid(), meta=data["image"].meta)
-    probs.applied_operations = data["image"].applied_operations
-    restored = T.Invertd("pred", pre, orig_keys="image", nearest_interp=False)({"pred": probs, "image": data["image"]})
-    masks = (restored["pred"].numpy() > 0.5).astype("uint8")  # (R, X, Y, Z) on the input's voxel grid
-    label = convention.from_regions(masks)
-    check_grid(label, reference)
-    write_mask(label, reference, out)
-    found = ", ".join(f"{r} {int(m.sum())}" for r, m in zip(convention.regions, masks, strict=True))
+    picked = predictor.channels(files, options.channels)
+    case = case or _case_name(picked[0].path, predictor)
+    out = output_path(case, output, Path(files[0]).suffix.lower() in TIFF)
+    _check_outputs(out, files, options.overwrite)
+    prediction = predictor.predict_case(files, options.channels)
+    labels = predictor.labels(prediction)
+    write_mask(labels, prediction.reference, out)
+    if options.probabilities:
+        write_probabilities(prediction.probabilities, prediction.reference, Path(options.probabilities))
+    mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
+                        for m, c in zip(predictor.plan.modalities, picked, strict=True))
+    found = ", ".join(f"{r} {int((p > 0.5).sum())}" for r, p in zip(predictor.plan.regions, prediction.probabilities,
+                                                                     strict=True))
+    print(f"channels: {mapping}")
     print(f"wrote {out} ({case}: voxels {found}; {time.perf_counter() - start:.1f} s)")
     return out
 
 
-def check_grid(label, reference: Volume) -> None:
-    if label.shape != reference.array.shape[:3]:
-        raise MedsegError(f"internal error: mask shape {label.shape} != input {reference.array.shape[:3]}")
+def _case_name(path: str, predictor: Predictor) -> str:
+    return case_name([path], predictor.plan.modalities) if len(predictor.plan.modalities) > 1 else stem(path)
+
+
+def _check_outputs(out: Path, files: list[str], overwrite: bool) -> None:
+    if any(out.resolve() == Path(f).resolve() for f in files):
+        raise MedsegError(f"{out}: refusing to overwrite an input with the mask")
+    if out.exists() and not overwrite:
+        raise MedsegError(f"{out}: already exists (use --overwrite to replace it)")
+
+
+def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: Path, options: Options) -> int:
+    """Every case into `out_dir/<case>.nii.gz`; finished cases are skipped, failures reported at the end."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prob_dir = Path(options.probabilities) if options.probabilities else None
+    failed, skipped, written = [], [], []
+    start = time.perf_counter()
+    for case, files in tqdm(cases.items(), desc="cases", unit="case"):
+        out = out_dir / f"{case}{'.tif' if files and Path(files[0]).suffix.lower() in TIFF else '.nii.gz'}"
+        if out.exists() and not options.overwrite:
+            skipped.append(case)
+            continue
+        try:
+            if not files:
+                raise MedsegError(f"{case}: no image files in this case folder")
+            prediction = predictor.predict_case(files, options.channels)
+            write_mask(predictor.labels(prediction), prediction.reference, out)
+            if prob_dir:
+                write_probabilities(prediction.probabilities, prediction.reference, prob_dir / f"{case}.nii.gz")
+            written.append(case)
+        except MedsegError as e:
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            failed.append(case)
+    print(f"{len(cases)} cases: {len(written)} written, {len(skipped)} skipped (already done), {len(failed)} failed "
+          f"in {time.perf_counter() - start:.1f} s; masks in {out_dir}")
+    if failed:
+        print(f"error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0

@@ -111,10 +111,10 @@ def missing_modality(folder, ckpt):
     return [case], ckpt, [case]
 
 
-def three_files(folder, ckpt):
+def unidentified_file(folder, ckpt):
     flair, t1ce = channel_files(folder)
-    t2 = shutil.copy(flair, folder / "case_t2.nii.gz")
-    return [flair, t1ce, t2], ckpt, [flair, t1ce, t2]
+    extra = shutil.copy(flair, folder / "case_extra.nii.gz")  # no modality in its name: never guessed
+    return [flair, t1ce, extra], ckpt, [extra]
 
 
 def four_d_three_channels(folder, ckpt):
@@ -185,7 +185,7 @@ PREDICT_CASES = {
     "2d-32x36": image_2d((32, 36)),
     "2d-32x36x1": image_2d((32, 36, 1)),
     "folder-missing-t1ce": missing_modality,
-    "three-files-for-2-channels": three_files,
+    "unidentified-third-file": unidentified_file,
     "4d-with-3-channels": four_d_three_channels,
     "nan-volume": nan_volume,
     "inf-voxel": inf_voxel,

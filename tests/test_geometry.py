@@ -199,17 +199,19 @@ def test_voxel_order_does_not_change_the_mask(tmp_path, tiny_ckpt):
 
 
 def test_4d_channels_last_input(tmp_path, tiny_ckpt):
-    """An MSD-style (X, Y, Z, 2) file gives a 3D mask with its xforms, the same as two per-channel files."""
+    """An MSD-style (X, Y, Z, 2) file with --channels gives a 3D mask with its xforms, the same as two per-channel
+    files; without --channels it is refused (its channel order cannot be known)."""
     channels, _ = synthetic_case(31)
     stacked = np.stack([channels["flair"], channels["t1ce"]], axis=-1)
     four_d = save_nifti(tmp_path / "msd_case.nii.gz", stacked, OBLIQUE)
     assert nib.load(four_d).shape == (*channels["flair"].shape, 2)
     out = tmp_path / "out" / "msd_case_mask.nii.gz"
 
-    assert predict([four_d], tiny_ckpt, out) == 0
+    assert predict([four_d], tiny_ckpt, out) == 2 and not out.exists()
+    assert predict([four_d], tiny_ckpt, out, "--channels", "flair,t1ce") == 0
     mask_4d = assert_same_nifti_header(four_d, out)
 
-    split = [save_nifti(tmp_path / f"split_{m}.nii.gz", channels[m], OBLIQUE) for m in ("flair", "t1ce")]
+    split = [save_nifti(tmp_path / f"split_{m}.nii.gz", channels[m], OBLIQUE) for m in ("t1ce", "flair")]
     out_split = tmp_path / "out" / "split_mask.nii.gz"
     assert predict(split, tiny_ckpt, out_split) == 0
     np.testing.assert_array_equal(mask_4d, mask_array(nib.load(out_split)))

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.cli import main
+from medseg.inference.predictor import infer, pick_device
 from medseg.nets import build_net
-from medseg.predict import infer, pick_device, predict
 from tests.conftest import train_tiny
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -24,8 +25,9 @@ def test_mixed_precision_training(brats_root, tmp_path, precision):
 def test_predict_auto_runs_on_cuda_and_agrees_with_cpu(brats_root, tiny_ckpt, tmp_path):
     assert pick_device("auto").type == "cuda"
     case = brats_root / "case0"
-    on_gpu = predict([str(case)], str(tiny_ckpt), str(tmp_path / "gpu.nii.gz"), device="auto")
-    on_cpu = predict([str(case)], str(tiny_ckpt), str(tmp_path / "cpu.nii.gz"), device="cpu")
+    on_gpu, on_cpu = tmp_path / "gpu.nii.gz", tmp_path / "cpu.nii.gz"
+    assert main(["predict", str(case), "--model", str(tiny_ckpt), "--output", str(on_gpu), "--device", "auto"]) == 0
+    assert main(["predict", str(case), "--model", str(tiny_ckpt), "--output", str(on_cpu), "--device", "cpu"]) == 0
     gpu, cpu = (np.asarray(nib.load(p).dataobj) for p in (on_gpu, on_cpu))
     assert (gpu == cpu).mean() > 0.99  # autocast may flip voxels whose probability is within rounding of 0.5
 

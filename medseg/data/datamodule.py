@@ -11,9 +11,10 @@ from monai.data import CacheDataset, DataLoader
 from torch.utils.data import WeightedRandomSampler
 
 from medseg.data.datasets import brats_cases, read_datalist
-from medseg.data.transforms import Augmentation, LabelToRegionsd, LoadCased, augment, preprocess
+from medseg.data.transforms import Augmentation, augment
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
+from medseg.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class SegDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.convention = get_convention(label_convention)
+        self.plan = Plan.from_data(self.hparams)  # preprocessing is built from this only; completed by SegModule
         self.train_ds = self.val_ds = None
 
     def cases(self) -> tuple[list[dict], list[dict]]:
@@ -78,15 +80,6 @@ class SegDataModule(pl.LightningDataModule):
             train, val = shuffled[n_val:], shuffled[:n_val]
         return train, val
 
-    def inference_transform(self, with_label: bool = False) -> T.Compose:
-        """The deterministic chain applied to every case, from files to a normalised, cropped tensor."""
-        h = self.hparams
-        keys = ["image", "label"] if with_label else ["image"]
-        steps = [LoadCased(len(h.modalities), self.convention, h.voxel_size)]
-        if with_label:
-            steps.append(LabelToRegionsd(self.convention))
-        return T.Compose(steps + preprocess(keys, h.spacing, h.crop_foreground, h.normalize == "nonzero"))
-
     def setup(self, stage: str) -> None:
         if self.train_ds is not None:
             return
@@ -96,10 +89,10 @@ class SegDataModule(pl.LightningDataModule):
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
-        train_tf = T.Compose([*self.inference_transform(True).transforms, *sampling])
+        train_tf = T.Compose([*self.plan.case_transform(True).transforms, *sampling])
         workers = min(h.num_workers, 4)
         self.train_ds = CacheDataset(train, train_tf, cache_rate=h.cache_rate, num_workers=workers or None)
-        self.val_ds = CacheDataset(val, self.inference_transform(True), cache_rate=h.cache_rate,
+        self.val_ds = CacheDataset(val, self.plan.case_transform(True), cache_rate=h.cache_rate,
                                    num_workers=workers or None)
 
     def train_dataloader(self) -> DataLoader:

@@ -163,11 +163,12 @@ def atomic_write(path: Path, write) -> None:
 
 
 def write_mask(mask: np.ndarray, reference: Volume, out: Path) -> None:
-    """Write a (X, Y, Z) uint8 mask on the reference's grid with its header copied (sform, qform, codes, units)."""
+    """Write a (X, Y, Z[, R]) array (uint8 mask, float probabilities) on the reference's grid with its header copied
+    (sform, qform, codes, units)."""
     out_ext = suffix(out)
     if isinstance(reference.source, nib.spatialimages.SpatialImage) and out_ext in NIFTI:
         header = reference.source.header.copy()
-        header.set_data_dtype(np.uint8)
+        header.set_data_dtype(mask.dtype)
         img = type(reference.source)(mask, None, header=header)  # affine=None keeps both xforms and their codes
         img.header["cal_min"], img.header["cal_max"] = 0, 0
         img.header.set_slope_inter(None, None)

@@ -33,14 +33,23 @@ class LoadCased(T.MapTransform):
             d["label"] = self._load_label(d["label"], reference)
         return d
 
-    def read_image(self, files: str | Sequence[str]) -> tuple[MetaTensor, Volume]:
-        """(C, X, Y, Z) image of a case and the Volume of its first file, whose header a mask copies."""
+    def read_image(self, files: str | Sequence[str],
+                   indices: Sequence[int | None] | None = None) -> tuple[MetaTensor, Volume]:
+        """(C, X, Y, Z) image of a case and the Volume of its first file, whose header a mask copies.
+
+        indices: per file, the channel to take from a 4D file (None: all its channels, or a 3D file).
+        """
         files = [files] if isinstance(files, str) else list(files)
-        volumes = [read_volume(f, self.voxel_size) for f in files]
+        indices = list(indices) if indices is not None else [None] * len(files)
+        volumes = {f: read_volume(f, self.voxel_size) for f in dict.fromkeys(files)}  # each file read once
         channels = []  # (volume, 3D array) pairs: one 4D file (channels last, MSD style) or a file per channel
-        for v in volumes:
-            channels += [(v, v.array[..., c]) for c in range(v.array.shape[3])] if v.array.ndim == 4 else [(v, v.array)]
-        first, shape = volumes[0], channels[0][1].shape
+        for f, index in zip(files, indices, strict=True):
+            v = volumes[f]
+            if v.array.ndim == 3:
+                channels.append((v, v.array))
+            else:
+                channels += [(v, v.array[..., c]) for c in ([index] if index is not None else range(v.array.shape[3]))]
+        first, shape = volumes[files[0]], channels[0][1].shape
         if len(channels) != self.channels:
             raise MedsegError(f"{first.path}: the model needs {self.channels} channels, got {len(channels)}")
         for v, a in channels:

@@ -1,0 +1,161 @@
+"""Predictor: a checkpoint loaded once, then region probabilities for any number of cases on their input grid.
+
+Preprocessing is the checkpoint's Plan (the same MONAI chain as training) and is inverted with MONAI's Invertd:
+reorientation and cropping are undone exactly, resampling by interpolating region probabilities back to the
+original grid before thresholding (nnU-Net's order). Test-time augmentation averages the probabilities of all 8
+mirrorings of each window (nnU-Net's default), at 8 times the cost.
+"""
+
+import itertools
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai import transforms as T
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+
+from medseg.data.io import NIFTI, Volume, suffix
+from medseg.errors import MedsegError
+from medseg.inference.channels import Channel, match_channels
+from medseg.models import resolve_model
+from medseg.nets import build_net
+from medseg.plan import Plan
+
+
+def load_checkpoint(path: str | Path) -> tuple[Plan, dict]:
+    """(plan, network state_dict), loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedsegError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MedsegError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or "medseg" not in ckpt or "state_dict" not in ckpt:
+        raise MedsegError(f"{path}: not a medseg checkpoint (no 'medseg' metadata); train it with medseg train")
+    state = {k.removeprefix("net."): v.float() for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    return Plan.from_dict(ckpt["medseg"], str(path)), state
+
+
+def build_model(plan: Plan, state: dict, path: str | Path) -> torch.nn.Module:
+    try:
+        net = build_net(plan.arch, len(plan.modalities), len(plan.regions), **plan.net)
+        net.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise MedsegError(f"{path}: checkpoint does not fit this medseg version ({str(e).splitlines()[0]})") from None
+    return net.eval()
+
+
+def pick_device(device: str) -> torch.device:
+    """`auto` is the GPU when PyTorch sees one, else the CPU; asking for `cuda` without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MedsegError("--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA only: bfloat16 where the GPU has it (its range never overflows), else float16.
+    None (full precision) on the CPU, where autocast is slower and buys no memory that matters."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def mirrored(net: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
+    """Logits of the mean sigmoid probability over the 8 mirrorings of a (B, C, X, Y, Z) window."""
+    flips = [axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)]
+    probs = sum(torch.flip(net(torch.flip(window, axes)), axes).float().sigmoid() for axes in flips) / len(flips)
+    return torch.logit(probs, eps=1e-6)
+
+
+def infer(net: torch.nn.Module, image: torch.Tensor, patch: Sequence[int], overlap: float, device: torch.device,
+          tta: bool = False) -> torch.Tensor:
+    """Float32 logits on the CPU for a (1, C, X, Y, Z) image, by sliding window with Gaussian blending.
+
+    On CUDA the whole volume is first kept on the GPU; when it does not fit, the windows still run on the GPU but
+    are stitched into a buffer on the CPU (MONAI's sw_device / device split), which needs one window of GPU memory.
+    """
+    net = net.to(device)
+    window = partial(sliding_window_inference, roi_size=list(patch), sw_batch_size=2,
+                     predictor=partial(mirrored, net) if tta else net, overlap=overlap, mode="gaussian",
+                     sigma_scale=0.125, progress=True)
+    dtype = autocast_dtype(device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        if device.type == "cuda":
+            try:
+                return window(image.to(device)).float().cpu()
+            except torch.cuda.OutOfMemoryError:
+                pass  # out of the except block first, so the failed attempt's tensors can be freed
+            torch.cuda.empty_cache()
+            print("the volume does not fit on the GPU: stitching the windows on the CPU", file=sys.stderr)
+        return window(image, sw_device=device, device="cpu").float()
+
+
+@dataclass
+class CasePrediction:
+    probabilities: np.ndarray  # (R, X, Y, Z) float32 in [0, 1] on the input's voxel grid
+    reference: Volume  # the first channel file: the grid and header every output copies
+    image: np.ndarray  # (C, X, Y, Z) the input channels in model order (for previews)
+
+
+class Predictor:
+    """A model loaded once: `predict_case(files)` for as many cases as needed.
+
+    model: a checkpoint path, or the name of a bundled model (`medseg models`).
+    """
+
+    def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False):
+        if not 0 <= overlap < 1:
+            raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
+        self.source = resolve_model(model)
+        self.plan, state = load_checkpoint(self.source)
+        self.net = build_model(self.plan, state, self.source)
+        self.device, self.overlap, self.tta = pick_device(device), overlap, tta
+        self.preprocess = T.Compose(self.plan.preprocessing())
+
+    def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:
+        """The files' channels in the model's order, identified by name or by `channels` (see inference.channels)."""
+        counts = [_channel_count(f) for f in files]
+        return match_channels(files, self.plan.modalities, channels, counts)
+
+    def predict_case(self, files: Sequence[str], channels: Sequence[str] | None = None) -> CasePrediction:
+        """Region probabilities of one case on the grid of its first channel file."""
+        picked = self.channels(files, channels)
+        image, reference = self.plan.loader().read_image([c.path for c in picked], [c.index for c in picked])
+        data = self.preprocess({"image": image})
+        logits = infer(self.net, data["image"][None].as_tensor(), self.plan.patch_size, self.overlap, self.device,
+                       self.tta)
+        if not torch.isfinite(logits).all():
+            raise MedsegError(f"{reference.path}: the network output is not finite (NaN or inf); on an old GPU try "
+                              "--device cpu, or check the input's intensities")
+        probs = MetaTensor(logits[0].sigmoid(), meta=data["image"].meta)
+        probs.applied_operations = data["image"].applied_operations
+        restored = T.Invertd("pred", self.preprocess, orig_keys="image", nearest_interp=False)(
+            {"pred": probs, "image": data["image"]})
+        out = restored["pred"].numpy().astype(np.float32).clip(0, 1)  # (R, X, Y, Z) on the input's voxel grid
+        if out.shape[1:] != reference.array.shape[:3]:
+            raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
+        return CasePrediction(out, reference, image.numpy())
+
+    def labels(self, prediction: CasePrediction) -> np.ndarray:
+        """(X, Y, Z) label map in the model's convention: each region thresholded at 0.5."""
+        return self.plan.convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
+
+
+def _channel_count(path: str) -> int:
+    """Channels of a file from its header (4D NIfTI, MSD style); other formats are 3D here."""
+    if suffix(path) not in NIFTI:
+        return 1
+    try:
+        shape = nib.load(path).shape
+    except Exception:
+        return 1  # the reader reports the problem with the file name
+    return shape[3] if len(shape) == 4 else 1

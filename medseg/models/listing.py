@@ -1,0 +1,24 @@
+"""`medseg models`: the bundled models, what they take and give, and how well they did on held-out scans."""
+
+from medseg.errors import MedsegError
+from medseg.inference.predictor import load_checkpoint
+from medseg.models import DEFAULT_EM, DEFAULT_MRI, bundled_path, cards
+
+
+def list_models() -> int:
+    for name, card in cards().items():
+        try:
+            plan, _ = load_checkpoint(bundled_path(name))
+        except MedsegError as e:
+            print(f"{name}: unavailable ({e})")
+            continue
+        default = " (default for MRI)" if name == DEFAULT_MRI else " (default for EM)" if name == DEFAULT_EM else ""
+        grid = f"{plan.spacing} mm" if plan.spacing else f"native grid, voxel size {card.get('voxel_size', '?')}"
+        print(f"{name}{default}: {card['description']}")
+        print(f"  inputs:  {', '.join(plan.modalities)} (matched by file name, or --channels)")
+        print(f"  outputs: {card['outputs']} (regions {', '.join(plan.regions)}; convention {plan.label_convention})")
+        print(f"  network: {plan.arch} with {plan.net['block']} blocks, widths {plan.net['channels']}; "
+              f"predicts at {grid}")
+        print(f"  measured: {card['measured']}")
+        print(f"  data / licence: {card['licence']}")
+    return 0

@@ -1,0 +1,114 @@
+"""The Plan: everything that turns files into network input and network output back into a mask.
+
+Built once by training (from the data and model sections of the recipe), stored in every checkpoint as plain JSON
+values, and read back by prediction, so training and prediction cannot drift apart (nnU-Net's plans.json, small).
+Preprocessing is built from a Plan and nothing else.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Literal
+
+from monai import transforms as T
+
+import medseg
+from medseg.data.transforms import LabelToRegionsd, LoadCased, preprocess
+from medseg.errors import MedsegError
+from medseg.labels import Convention, get_convention
+
+# 1: the first checkpoints (the same keys without `format` checks); 2: written and checked through Plan
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Args:
+        modalities: input channel names in network order (matched to files by name at prediction).
+        label_convention: name in medseg.labels.CONVENTIONS; fixes the output regions and label values.
+        spacing: target voxel spacing (mm, RAS order) or None for the native grid.
+        voxel_size: (z, y, x) nm of EM stacks, which carry no geometry.
+        crop_foreground / normalize: crop to the non-zero box; z-score over non-zero voxels or all voxels.
+        patch_size: training patch and sliding-window size, in voxels after resampling.
+        arch / net: the network (medseg.nets.build_net arguments); empty while only the data side is known.
+    """
+
+    modalities: tuple[str, ...]
+    label_convention: str
+    spacing: tuple[float, ...] | None
+    voxel_size: tuple[float, ...] | None
+    crop_foreground: bool
+    normalize: Literal["nonzero", "all"]
+    patch_size: tuple[int, ...]
+    arch: str = "unet"
+    net: Mapping = field(default_factory=dict)
+    format: int = FORMAT
+
+    @classmethod
+    def from_data(cls, data: Mapping) -> "Plan":
+        """The data side, from the datamodule's arguments."""
+        tup = lambda v: tuple(v) if v is not None else None  # noqa: E731
+        return cls(tuple(data["modalities"]), data["label_convention"], tup(data["spacing"]), tup(data["voxel_size"]),
+                   bool(data["crop_foreground"]), data["normalize"], tuple(data["patch_size"]))
+
+    def with_net(self, arch: str, net: Mapping) -> "Plan":
+        return replace(self, arch=arch, net={k: net[k] for k in NET_KEYS})
+
+    @property
+    def convention(self) -> Convention:
+        return get_convention(self.label_convention)
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.convention.regions)
+
+    def loader(self, with_label: bool = False) -> LoadCased:
+        return LoadCased(len(self.modalities), self.convention if with_label else None, self.voxel_size)
+
+    def preprocessing(self, with_label: bool = False) -> list:
+        """The deterministic chain after loading: orientation, spacing, crop, normalisation (invertible)."""
+        keys = ["image", "label"] if with_label else ["image"]
+        return preprocess(keys, self.spacing, self.crop_foreground, self.normalize == "nonzero")
+
+    def case_transform(self, with_label: bool = False) -> T.Compose:
+        """Files -> normalised (C, X, Y, Z) image (and (R, X, Y, Z) region masks): training and validation."""
+        steps = [self.loader(with_label)] + ([LabelToRegionsd(self.convention)] if with_label else [])
+        return T.Compose(steps + self.preprocessing(with_label))
+
+    def key(self) -> str:
+        """A short hash of what changes preprocessed data (for caches keyed by the plan)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in ("arch", "net", "patch_size", "medseg_version")}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """Plain JSON values (checkpoints are read with weights_only=True)."""
+        d = asdict(self)
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {**d, "net": dict(self.net), "regions": self.regions, "medseg_version": medseg.__version__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str) -> "Plan":
+        """Read a stored plan; a newer or unknown format is a clear error rather than a silent misreading."""
+        version = d.get("format")
+        if version not in READABLE_FORMATS:
+            newer = isinstance(version, int) and version > FORMAT
+            hint = "upgrade medseg" if newer else "retrain it with this medseg"
+            raise MedsegError(f"{where}: checkpoint format {version!r} is not one this medseg "
+                              f"{medseg.__version__} reads ({', '.join(map(str, READABLE_FORMATS))}); {hint}")
+        try:
+            plan = cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "format"}, format=FORMAT)
+            plan = replace(plan, modalities=tuple(plan.modalities), patch_size=tuple(plan.patch_size),
+                           spacing=_tuple(plan.spacing), voxel_size=_tuple(plan.voxel_size))
+            plan.convention  # noqa: B018 (an unknown convention fails here, with the file name below)
+        except (KeyError, TypeError, ValueError) as e:
+            raise MedsegError(f"{where}: checkpoint plan is incomplete or invalid ({e})") from None
+        if d.get("regions") not in (None, plan.regions):
+            raise MedsegError(f"{where}: checkpoint regions {d['regions']} differ from {plan.label_convention}'s")
+        return plan
+
+
+def _tuple(v: Sequence | None) -> tuple | None:
+    return tuple(v) if v is not None else None
