@@ -1,0 +1,1 @@
+"""Prediction: the Predictor, and writers for masks, probabilities, previews and statistics."""
