@@ -40,16 +40,18 @@ def write_stats(label: np.ndarray, convention: str, zooms: Sequence[float], out:
 
 def write_preview(image: np.ndarray, label: np.ndarray, convention: str, out_png: str | Path,
                   zooms: Sequence[float], affine: np.ndarray | None = None) -> None:
-    """Three orthogonal slices of a (X, Y, Z) image with the label map overlaid in per-region colours, as PNG.
+    """Three orthogonal slices of a (X, Y, Z[, C]) image (C: its first channel is shown) with the (X, Y, Z) label
+    map overlaid in per-region colours, as PNG.
 
     affine: the voxel-to-world matrix of image and label; without it the arrays are taken as already RAS.
     """
     if image.shape[:3] != label.shape:
         raise ValueError(f"image shape {image.shape} and label shape {label.shape} differ")
+    image = image[..., 0] if image.ndim == 4 else image
     conv = get_convention(convention)
     zooms = np.asarray(zooms[:3], dtype=float)
     if affine is not None:
-        image, label, zooms = to_ras(image[..., 0] if image.ndim == 4 else image, label, affine)
+        image, label, zooms = to_ras(image, label, affine)
     masks = prediction_regions(label, conv)
     centre = volume_centre(label.shape) if conv.labels is None else lesion_centre(np.any(list(masks.values()), 0))
     grey = window(image)
