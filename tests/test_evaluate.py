@@ -2,6 +2,7 @@
 the JSON shape, EM instance and membrane metrics, and bad input as one `error:` line with exit code 2."""
 
 import json
+from pathlib import Path
 
 import h5py
 import nibabel as nib
@@ -11,6 +12,7 @@ import tifffile
 from scipy import ndimage
 
 from medseg.cli import main
+from medseg.evaluate import case_name
 from medseg.metrics import evaluate_case
 from tests.conftest import BRATS_AFFINE, synthetic_case
 
@@ -87,6 +89,8 @@ def test_cli_folders_json_csv_and_wt_dice_against_numpy(tmp_path, capsys):
         pred[ndimage.binary_dilation(truth > 0) & (truth == 0)] = 2  # one voxel of extra edema
         pred[truth == 4] = 1 if i else 4  # case1 misses its enhancing tumour
         save(preds / f"case{i}_pred.nii.gz", pred, affine)
+    (truths / "case9").mkdir()
+    save(truths / "case9" / "case9_seg.nii.gz", truth, affine)  # ground truth nobody predicted: named, not scored
     out = tmp_path / "scores.json"
     assert main(["evaluate", str(preds), str(truths), "--label-convention", "brats2021", "--json", str(out),
                  "--csv", str(tmp_path / "scores.csv")]) == 0
@@ -105,7 +109,15 @@ def test_cli_folders_json_csv_and_wt_dice_against_numpy(tmp_path, capsys):
     assert result["cases"]["case0"]["et"]["dice"] == 1.0 and result["cases"]["case1"]["et"]["dice"] == 0.0
     assert result["summary"]["et"]["dice"] == {"mean": 0.5, "sd": pytest.approx(np.sqrt(0.5)), "median": 0.5}
     assert len((tmp_path / "scores.csv").read_text().splitlines()) == 1 + 2 * 3
-    assert "mean of 2" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "mean of 2" in printed.out and "no prediction for 1 ground-truth case(s), not scored: case9" in printed.err
+
+
+def test_case_names_match_across_naming_styles():
+    for name in ("BraTS2021_00006_seg.nii.gz", "BraTS2021_00006_pred.nii.gz", "BraTS2021_00006.nii.gz"):
+        assert case_name(Path(name)) == "BraTS2021_00006"
+    assert case_name(Path("BraTS-GLI-00000-000-seg.nii.gz")) == "BraTS-GLI-00000-000"  # BraTS 2023
+    assert case_name(Path("test-gt.lzf.h5")) == case_name(Path("test_ids.tif")) == "test"
 
 
 def test_cli_bad_input_is_one_error_line(tmp_path, capsys):
