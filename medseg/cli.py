@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
     sub.add_parser("models", help="list the bundled models: inputs, outputs, measured Dice, licence")
+    e = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes (EM: VOI, adapted Rand, membrane F1)")
+    e.add_argument("pred", help="predicted label map, or a folder of them (<case>_pred.nii.gz, <case>.nii.gz, ...)")
+    e.add_argument("gt", help="ground truth file or folder (<case>_seg.nii.gz files or BraTS case folders)")
+    e.add_argument("--label-convention", default="brats2021", help="label convention of both (default: brats2021)")
+    e.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
+    e.add_argument("--instances", action="store_true", help="EM neuron-id volumes: VOI split/merge, adapted Rand")
+    e.add_argument("--csv", help="write a row per case and region to this CSV file")
+    e.add_argument("--json", help="write per-case scores and their summary to this JSON file")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -94,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.models.listing import list_models
 
             return list_models()
+        if command == "evaluate":
+            from medseg.evaluate import evaluate_command
+
+            return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
+                                    args.csv, args.json)
         if command == "bench":
             from medseg.bench import bench
 
