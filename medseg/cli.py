@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average the 8 mirrorings (8x the time)")
     p.add_argument("--save-probabilities", metavar="PATH",
                    help="region probabilities as a 4D float32 NIfTI (a folder for a folder of cases)")
+    p.add_argument("--preview", metavar="PNG", help="three orthogonal slices through the largest lesion with the mask "
+                                                    "overlaid (a folder for a folder of cases)")
+    p.add_argument("--stats", metavar="JSON", help="each region's voxel count and volume in mL (a folder for a folder "
+                                                   "of cases)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (folders: redo finished cases)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "predict":
             from medseg.predict import Options, predict
 
-            options = Options(args.overwrite, args.channels, args.save_probabilities)
+            options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats)
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
                            tta=args.tta, options=options)
         if command == "models":

@@ -11,12 +11,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from medseg.data.io import TIFF, write_mask
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name, group_cases, stem
-from medseg.inference.predictor import Predictor
+from medseg.inference.predictor import CasePrediction, Predictor
+from medseg.inference.preview import write_preview, write_stats
 from medseg.inference.writers import write_probabilities
 from medseg.models import default_model
 
@@ -28,6 +30,8 @@ class Options:
     overwrite: bool = False
     channels: list[str] | None = None
     probabilities: str | None = None
+    preview: str | None = None
+    stats: str | None = None
 
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
@@ -79,10 +83,7 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     out = output_path(case, output, Path(files[0]).suffix.lower() in TIFF)
     _check_outputs(out, files, options.overwrite)
     prediction = predictor.predict_case(files, options.channels)
-    labels = predictor.labels(prediction)
-    write_mask(labels, prediction.reference, out)
-    if options.probabilities:
-        write_probabilities(prediction.probabilities, prediction.reference, Path(options.probabilities))
+    write_outputs(predictor, prediction, out, options, None)
     mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
                         for m, c in zip(predictor.plan.modalities, picked, strict=True))
     found = ", ".join(f"{r} {int((p > 0.5).sum())}" for r, p in zip(predictor.plan.regions, prediction.probabilities,
@@ -90,6 +91,24 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     print(f"channels: {mapping}")
     print(f"wrote {out} ({case}: voxels {found}; {time.perf_counter() - start:.1f} s)")
     return out
+
+
+def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, options: Options,
+                  case: str | None) -> None:
+    """The mask, then what was asked besides it; in folder mode (`case` given) the option paths are folders."""
+    labels = predictor.labels(prediction)
+    reference = prediction.reference
+    write_mask(labels, reference, out)
+    at = lambda option, ext: Path(option) / f"{case}{ext}" if case else Path(option)  # noqa: E731
+    if options.probabilities:
+        write_probabilities(prediction.probabilities, reference, at(options.probabilities, ".nii.gz"))
+    zooms = np.linalg.norm(reference.affine[:3, :3], axis=0)  # voxel size per axis (mm; nm for EM)
+    convention = predictor.plan.label_convention
+    if options.preview:
+        write_preview(np.moveaxis(prediction.image, 0, -1), labels, convention, at(options.preview, "_preview.png"),
+                      zooms, reference.affine)
+    if options.stats:
+        write_stats(labels, convention, zooms, at(options.stats, "_stats.json"))
 
 
 def _case_name(path: str, predictor: Predictor) -> str:
@@ -106,7 +125,6 @@ def _check_outputs(out: Path, files: list[str], overwrite: bool) -> None:
 def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: Path, options: Options) -> int:
     """Every case into `out_dir/<case>.nii.gz`; finished cases are skipped, failures reported at the end."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    prob_dir = Path(options.probabilities) if options.probabilities else None
     failed, skipped, written = [], [], []
     start = time.perf_counter()
     for case, files in tqdm(cases.items(), desc="cases", unit="case"):
@@ -118,9 +136,7 @@ def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: P
             if not files:
                 raise MedsegError(f"{case}: no image files in this case folder")
             prediction = predictor.predict_case(files, options.channels)
-            write_mask(predictor.labels(prediction), prediction.reference, out)
-            if prob_dir:
-                write_probabilities(prediction.probabilities, prediction.reference, prob_dir / f"{case}.nii.gz")
+            write_outputs(predictor, prediction, out, options, case)
             written.append(case)
         except MedsegError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)

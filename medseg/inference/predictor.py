@@ -140,7 +140,7 @@ class Predictor:
         probs.applied_operations = data["image"].applied_operations
         restored = T.Invertd("pred", self.preprocess, orig_keys="image", nearest_interp=False)(
             {"pred": probs, "image": data["image"]})
-        out = restored["pred"].numpy().astype(np.float32).clip(0, 1)  # (R, X, Y, Z) on the input's voxel grid
+        out = nested(restored["pred"].numpy().astype(np.float32).clip(0, 1), self.plan)  # (R, X, Y, Z), input grid
         if out.shape[1:] != reference.array.shape[:3]:
             raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
         return CasePrediction(out, reference, image.numpy())
@@ -148,6 +148,21 @@ class Predictor:
     def labels(self, prediction: CasePrediction) -> np.ndarray:
         """(X, Y, Z) label map in the model's convention: each region thresholded at 0.5."""
         return self.plan.convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
+
+
+def nested(probabilities: np.ndarray, plan: Plan) -> np.ndarray:
+    """Each region's probability raised to that of the regions it contains (BraTS: ET ⊂ TC ⊂ WT).
+
+    The label map paints later regions over earlier ones, so a voxel with ET > 0.5 is in TC and WT of the written
+    mask; with this, thresholding each probability map at 0.5 gives exactly the written mask's regions.
+    """
+    labels = list(plan.convention.regions.values())
+    out = probabilities.copy()
+    for i, outer in enumerate(labels):
+        for j, inner in enumerate(labels):
+            if i != j and inner <= outer:
+                out[i] = np.maximum(out[i], probabilities[j])
+    return out
 
 
 def _channel_count(path: str) -> int:

@@ -1,0 +1,116 @@
+"""`medseg predict` beyond one case: shuffled channel files, folders of cases, probabilities, TTA, previews, plans."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medseg.cli import main
+from medseg.errors import MedsegError
+from medseg.inference.predictor import load_checkpoint
+from medseg.plan import FORMAT
+from tests.conftest import write_case
+
+
+def mask(path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_shuffled_channel_files_give_the_same_mask(tmp_path, tiny_ckpt):
+    case = write_case(tmp_path, "c", seed=5)
+    flair, t1ce = case / "c_flair.nii.gz", case / "c_t1ce.nii.gz"
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    assert main(["predict", str(flair), str(t1ce), "--model", str(tiny_ckpt), "--output", str(a)]) == 0
+    assert main(["predict", str(t1ce), str(flair), "--model", str(tiny_ckpt), "--output", str(b)]) == 0
+    np.testing.assert_array_equal(mask(a), mask(b))
+
+
+def test_folder_of_cases_skips_finished_ones_and_reports_the_broken_one(tmp_path, tiny_ckpt, capsys):
+    cases = tmp_path / "in"
+    for i in range(3):
+        write_case(cases, f"case{i}", seed=10 + i, with_label=False)
+    (cases / "case1" / "case1_t1ce.nii.gz").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert main(["predict", str(cases), "--model", str(tiny_ckpt), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "case1" in err and "case0" not in err.split("failed:")[0]
+    assert sorted(p.name for p in out.iterdir()) == ["case0.nii.gz", "case2.nii.gz"]
+    for i in (0, 2):
+        written, source = nib.load(out / f"case{i}.nii.gz"), nib.load(cases / f"case{i}" / f"case{i}_flair.nii.gz")
+        np.testing.assert_array_equal(written.get_sform(), source.get_sform())
+        assert written.shape == source.shape
+    before = (out / "case0.nii.gz").stat().st_mtime_ns
+    assert main(["predict", str(cases), "--model", str(tiny_ckpt), "--output", str(out)]) == 2  # case1 still broken
+    assert "2 skipped" in capsys.readouterr().out
+    assert (out / "case0.nii.gz").stat().st_mtime_ns == before
+
+
+def test_probabilities_threshold_to_the_mask_and_keep_the_header(tmp_path, tiny_ckpt):
+    case = write_case(tmp_path, "p", seed=7, with_label=False)
+    out, probs = tmp_path / "m.nii.gz", tmp_path / "probs.nii.gz"
+    assert main(["predict", str(case), "--model", str(tiny_ckpt), "--output", str(out),
+                 "--save-probabilities", str(probs)]) == 0
+    img, ref = nib.load(probs), nib.load(case / "p_flair.nii.gz")
+    assert img.shape == (*ref.shape, 3) and img.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(img.get_sform(), ref.get_sform())
+    np.testing.assert_array_equal(img.get_qform(), ref.get_qform())
+    p = np.asarray(img.dataobj)
+    assert p.min() >= 0 and p.max() <= 1
+    regions = np.stack([np.isin(mask(out), v) for v in ([1, 2, 4], [1, 4], [4])])  # brats2021 wt, tc, et
+    np.testing.assert_array_equal(np.moveaxis(p > 0.5, -1, 0), regions)  # every region, every voxel
+
+
+def test_tta_preview_and_stats(tmp_path, tiny_ckpt):
+    case = write_case(tmp_path, "t", seed=8, with_label=False)
+    out, png, stats = tmp_path / "m.nii.gz", tmp_path / "p.png", tmp_path / "s.json"
+    assert main(["predict", str(case), "--model", str(tiny_ckpt), "--output", str(out), "--tta",
+                 "--preview", str(png), "--stats", str(stats)]) == 0
+    assert mask(out).shape == nib.load(case / "t_flair.nii.gz").shape
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(json.loads(stats.read_text())) == {"wt", "tc", "et"}
+
+
+def test_tta_averages_the_mirrorings():
+    from medseg.inference.predictor import mirrored
+
+    net = torch.nn.Conv3d(1, 1, 3, padding=1)
+    x = torch.randn(1, 1, 6, 6, 6)
+    with torch.no_grad():
+        out = mirrored(net, x)
+        expected = sum(torch.flip(net(torch.flip(x, a)), a).sigmoid() for a in
+                       [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]) / 8
+    torch.testing.assert_close(out.sigmoid(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("version, message", [(FORMAT + 1, "upgrade medseg"), (None, "format None")])
+def test_checkpoint_plan_format_is_checked(tmp_path, tiny_ckpt, version, message):
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt["medseg"]["format"] = version
+    path = tmp_path / "other.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(MedsegError, match=message):
+        load_checkpoint(path)
+
+
+def test_plan_round_trips_through_the_checkpoint(tiny_ckpt):
+    plan, state = load_checkpoint(tiny_ckpt)
+    assert plan.format == FORMAT and plan.modalities == ("flair", "t1ce") and plan.regions == ["wt", "tc", "et"]
+    assert plan.to_dict()["net"] == dict(plan.net) and state
+
+
+def test_unknown_model_name_suggests_the_closest(tmp_path, capsys):
+    case = write_case(tmp_path, "u", seed=9, with_label=False)
+    assert main(["predict", str(case), "--model", "bratz"]) == 2
+    assert "unknown model 'bratz'" in capsys.readouterr().err
+
+
+def test_inputs_are_untouched_by_a_folder_run(tmp_path, tiny_ckpt):
+    cases = tmp_path / "in"
+    write_case(cases, "k", seed=3, with_label=False)
+    copy = shutil.copytree(cases, tmp_path / "copy")
+    assert main(["predict", str(cases), "--model", str(tiny_ckpt), "--output", str(tmp_path / "o")]) == 0
+    for f in copy.rglob("*.nii.gz"):
+        assert f.read_bytes() == (cases / f.relative_to(copy)).read_bytes()
