@@ -20,8 +20,8 @@ def test_key_changes_with_everything_that_changes_preprocessing(field, other):
     assert preprocessing_key(**KEY) != preprocessing_key(**{**KEY, field: other})
 
 
-def datamodule(root, cache, cache_dir=None) -> SegDataModule:
-    dm = SegDataModule(root=str(root), modalities=["flair", "t1ce"], spacing=[2.0, 2.0, 2.0], patch_size=[8, 8, 8],
+def datamodule(root, cache, cache_dir=None, spacing=(2.0, 2.0, 2.0)) -> SegDataModule:
+    dm = SegDataModule(root=str(root), modalities=["flair", "t1ce"], spacing=spacing, patch_size=[8, 8, 8],
                        cache=cache, cache_dir=str(cache_dir) if cache_dir else None)
     dm.setup("fit")
     return dm
@@ -46,6 +46,16 @@ def test_disk_cache_holds_the_same_tensors_as_ram_and_is_read_back(root, tmp_pat
         torch.testing.assert_close(torch.as_tensor(again[key]), torch.as_tensor(ram.val_ds[0][key]))
         torch.testing.assert_close(torch.as_tensor(first[key]), torch.as_tensor(ram.val_ds[0][key]))
     assert isinstance(datamodule(root, "none").val_ds, Dataset)
+
+
+def test_cached_files_hold_only_the_cropped_voxels(root, tmp_path):
+    """A cropped tensor is a view of the uncropped volume, and torch.save writes a view's whole storage."""
+    dm = datamodule(root, "disk", tmp_path / "cache", spacing=None)
+    case = dm.val_ds[0]
+    assert case["image"].shape[1:] != (32, 36, 28)  # cropped to the brain
+    saved = torch.load(next(dm.disk_cache_dir().glob("*.pt")), weights_only=True)
+    for key in ("image", "label"):
+        assert saved[key].untyped_storage().nbytes() == saved[key].numel() * saved[key].element_size()
 
 
 def test_a_replaced_input_file_is_preprocessed_again(root, tmp_path):

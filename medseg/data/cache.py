@@ -16,6 +16,7 @@ from typing import Literal
 
 import monai
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import MapTransform
 
 import medseg
 
@@ -58,6 +59,17 @@ def case_hash(case: dict) -> bytes:
     files += [case["label"]] if "label" in case else []
     stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     return hashlib.sha256(json.dumps([case, stats], sort_keys=True, default=str).encode()).hexdigest().encode()
+
+
+class OwnStorage(MapTransform):
+    """Copy each tensor into storage of its own size. A cropped tensor is a view of the whole uncropped volume,
+    and torch.save writes a view's whole storage: 238 MB instead of 92 MB for a 1 mm BraTS case in the disk cache."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key].clone()
+        return d
 
 
 def make_dataset(cases: list[dict], transform: Callable, cache: CacheKind, cache_dir: Path, cache_rate: float,

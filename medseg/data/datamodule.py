@@ -11,7 +11,7 @@ from monai import transforms as T
 from monai.data import DataLoader
 from torch.utils.data import WeightedRandomSampler
 
-from medseg.data.cache import CacheKind, default_cache_dir, make_dataset, preprocessing_key
+from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset, preprocessing_key
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.transforms import LabelToRegionsd, LoadCased, augment, preprocess
@@ -90,7 +90,8 @@ class SegDataModule(pl.LightningDataModule):
         steps = [LoadCased(len(h.modalities), self.convention, h.voxel_size)]
         if with_label:
             steps.append(LabelToRegionsd(self.convention))
-        return T.Compose(steps + preprocess(keys, h.spacing, h.crop_foreground, h.normalize == "nonzero"))
+        return T.Compose(steps + preprocess(keys, h.spacing, h.crop_foreground, h.normalize == "nonzero")
+                         + [OwnStorage(keys)])
 
     def disk_cache_dir(self) -> Path:
         """The disk cache's folder for this preprocessing."""
