@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from medseg.data.io import Volume, read_volume, write_mask
 from medseg.labels import CONVENTIONS, get_convention
 
 
@@ -56,11 +57,15 @@ def test_unknown_convention_lists_choices():
     assert set(CONVENTIONS) == {"brats2021", "brats2013", "brats2023", "msd", "em_membrane"}
 
 
-def test_em_masks_are_written_in_the_documented_convention():
-    """0 = membrane, 255 = interior (ISBI 2012's labels), so a predicted mask reads back as the same regions."""
+def test_em_masks_are_written_in_the_documented_convention(tmp_path):
+    """0 = membrane, 255 = interior (ISBI 2012's labels), so a written mask reads back as the same regions."""
     conv = get_convention("em_membrane")
     masks = (np.random.default_rng(0).random((1, 5, 4, 3)) > 0.7).astype(np.uint8)  # (R=1, X, Y, Z)
     label = conv.from_regions(masks)
     assert set(np.unique(label)) == {0, 255}
     assert ((label == 0) == masks[0].astype(bool)).all()
-    np.testing.assert_array_equal(conv.to_regions(label[None]), masks)
+    reference = Volume(np.zeros((5, 4, 3), np.uint8), np.eye(4), None, tmp_path / "em.tif")
+    write_mask(label, reference, tmp_path / "mask.tif")
+    read_back = read_volume(tmp_path / "mask.tif").array  # (X, Y, Z), as training reads a label stack
+    conv.check(read_back, "mask.tif")
+    np.testing.assert_array_equal(conv.to_regions(read_back[None]), masks)
