@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--layer-size", type=int, default=64, help="input size of the one-layer table (0: skip it)")
     b.add_argument("--json", help="also write the records to this JSON file")
     sub.add_parser("doctor", help="versions, GPUs, shared memory, and warnings about what would break training")
+    c = sub.add_parser("check-data", help="run training's data checks over a whole dataset, list every bad case, "
+                                          "print a fingerprint (shapes, spacings, labels, intensities)")
+    c.add_argument("--root", help="BraTS-layout folder <root>/<case>/<case>_<modality>.nii.gz + <case>_seg.nii.gz")
+    c.add_argument("--datalist", help="MSD-style JSON with training (and validation) lists")
+    c.add_argument("--modalities", nargs="+", default=["t1", "t1ce", "t2", "flair"],
+                   help="channel names, as --data.modalities (default: t1 t1ce t2 flair)")
+    c.add_argument("--label-convention", default="brats2021", help="as --data.label_convention (default: brats2021)")
+    c.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="EM voxel size in nm")
+    c.add_argument("--json", help="also write the fingerprint and the problems to this JSON file")
     return parser
 
 
@@ -118,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                   device=args.device, dtype=args.dtype, channels_last=args.channels_last, overlap=args.overlap,
                   threads=args.threads, layer_size=args.layer_size, json_out=args.json)
             return 0
+        if command == "check-data":
+            from medseg.check_data import check_data
+
+            return check_data(args.root, args.datalist, args.modalities, args.label_convention, args.voxel_size,
+                              args.json)
         if command == "doctor":
             from medseg.doctor import doctor
 

@@ -5,8 +5,11 @@ back into the dataset's own label values so a predicted mask reads like the grou
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+from medseg.registry import look_up
 
 
 @dataclass(frozen=True)
@@ -15,10 +18,16 @@ class Convention:
     labels: frozenset[int] | None  # allowed label values; None = any non-negative integer (instance ids)
     regions: dict[str, frozenset[int]]  # region name -> label values it contains
     paint: tuple[tuple[str, int], ...]  # decode order: later regions overwrite earlier ones
+    fill: int = 0  # label value where no region is predicted (EM: 255 = cell interior, as ISBI 2012's labels)
+    required: int | None = None  # a value every label volume must hold, or its target region is empty (EM: 0)
 
     def check(self, values: np.ndarray, where: str) -> None:
-        """Raise ValueError naming `where` if a label value does not belong to this convention."""
+        """Raise ValueError naming `where` if a label value does not belong to this convention, or if the value
+        the target is made of is missing (an EM id volume without boundary voxels would train on nothing)."""
         values = np.unique(values)
+        if self.required is not None and self.required not in values:
+            raise ValueError(f"{where}: no voxel has label {self.required}, which the {self.name} convention trains "
+                             f"on ({', '.join(self.regions)}); the target would be empty")
         if self.labels is None:
             bad = values[(values < 0) | (values != np.round(values))]
         else:
@@ -36,7 +45,7 @@ class Convention:
     def from_regions(self, masks: np.ndarray) -> np.ndarray:
         """(R, X, Y, Z) binary region masks -> (X, Y, Z) uint8 label map in this convention."""
         names = list(self.regions)
-        out = np.zeros(masks.shape[1:], dtype=np.uint8)
+        out = np.full(masks.shape[1:], self.fill, dtype=np.uint8)
         for region, value in self.paint:
             out[masks[names.index(region)] > 0] = value
         return out
@@ -56,14 +65,26 @@ CONVENTIONS: dict[str, Convention] = {
     "brats2021": _brats("brats2021", {1, 2, 4}, {1, 4}, {4}, edema=2, core=1, enh=4),
     # BraTS 2013-2015: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing (tumour core without ET is painted 1)
     "brats2013": _brats("brats2013", {1, 2, 3, 4}, {1, 3, 4}, {4}, edema=2, core=1, enh=4),
+    # BraTS 2023+: 1 non-enhancing tumour core (NETC), 2 surrounding FLAIR hyperintensity (SNFH/edema), 3 enhancing
+    "brats2023": _brats("brats2023", {1, 2, 3}, {1, 3}, {3}, edema=2, core=1, enh=3),
     # Medical Segmentation Decathlon Task01: 1 edema, 2 non-enhancing, 3 enhancing
     "msd": _brats("msd", {1, 2, 3}, {2, 3}, {3}, edema=1, core=2, enh=3),
-    # EM boundaries: 0 = membrane/boundary, positive = cell interior or neuron id (ISBI 2012 uses 255)
-    "em_membrane": Convention("em_membrane", None, {"membrane": frozenset({0})}, (("membrane", 1),)),
+    # EM boundaries: 0 = membrane/boundary, positive = cell interior or neuron id; masks are written 0 = membrane,
+    # 255 = interior, as ISBI 2012's labels
+    "em_membrane": Convention("em_membrane", None, {"membrane": frozenset({0})}, (("membrane", 0),), fill=255,
+                              required=0),
 }
+ConventionName = Literal[tuple(CONVENTIONS)]
 
 
 def get_convention(name: str) -> Convention:
-    if name not in CONVENTIONS:
-        raise ValueError(f"unknown label convention {name!r}; choose one of {sorted(CONVENTIONS)}")
-    return CONVENTIONS[name]
+    return look_up(name, CONVENTIONS, "label convention")
+
+
+ET_IS_4 = frozenset({"brats2013", "brats2021"})  # BraTS 2023 moved enhancing tumour from 4 to 3
+
+
+def looks_like_brats2023(convention: Convention, values: set[int]) -> bool:
+    """A BraTS 2013/2021 training set whose labels hold 3 but never 4 is almost surely BraTS 2023 data, and would
+    train on an empty ET target (brats2013 even accepts the 3s)."""
+    return convention.name in ET_IS_4 and 3 in values and 4 not in values

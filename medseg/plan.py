@@ -5,8 +5,6 @@ values, and read back by prediction, so training and prediction cannot drift apa
 Preprocessing is built from a Plan and nothing else.
 """
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
@@ -14,6 +12,7 @@ from typing import Literal
 from monai import transforms as T
 
 import medseg
+from medseg.data.cache import preprocessing_key
 from medseg.data.transforms import LabelToRegionsd, LoadCased, preprocess
 from medseg.errors import MedsegError
 from medseg.labels import Convention, get_convention
@@ -79,9 +78,9 @@ class Plan:
         return T.Compose(steps + self.preprocessing(with_label))
 
     def key(self) -> str:
-        """A short hash of what changes preprocessed data (for caches keyed by the plan)."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("arch", "net", "patch_size", "medseg_version")}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of what changes preprocessed data: the disk cache's folder name."""
+        return preprocessing_key(self.modalities, self.label_convention, self.spacing, self.crop_foreground,
+                                 self.normalize, self.voxel_size)
 
     def to_dict(self) -> dict:
         """Plain JSON values (checkpoints are read with weights_only=True)."""

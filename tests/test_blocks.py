@@ -58,7 +58,8 @@ def test_parameter_budget_and_fewer_flops_than_conv(kind):
 
 def test_registry_and_literal_agree_and_unknown_names_are_listed():
     assert get_args(BlockKind) == tuple(BLOCKS)
-    with pytest.raises(ValueError, match=r"unknown block 'pmsnc'; choose one of \['cakes', 'conv', 'pmscn', 'sic'\]"):
+    expected = r"unknown block 'pmsnc'; did you mean 'pmscn'\? choose one of \['cakes', 'conv', 'pmscn', 'sic'\]"
+    with pytest.raises(ValueError, match=expected):
         make_conv3d("pmsnc", 4, 4)
 
 

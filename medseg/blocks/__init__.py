@@ -5,7 +5,7 @@ int or per-axis kernel and stride, "same" padding (output = ceil(input / stride)
 output. Nets call `make_conv3d` and never import a block class, so adding a block here is the only switch.
 """
 
-from typing import Literal, get_args
+from typing import Literal
 
 from torch import nn
 
@@ -14,11 +14,10 @@ from medseg.blocks.conv import Conv
 from medseg.blocks.pmscn import PmSCn
 from medseg.blocks.sic import SIC
 from medseg.blocks.size import Size3
+from medseg.registry import look_up
 
-BlockKind = Literal["conv", "pmscn", "cakes", "sic"]
 BLOCKS: dict[str, type[nn.Module]] = {"conv": Conv, "pmscn": PmSCn, "cakes": Cakes, "sic": SIC}
-
-assert tuple(BLOCKS) == get_args(BlockKind), "BlockKind must list exactly the keys of BLOCKS"
+BlockKind = Literal[tuple(BLOCKS)]
 
 
 def make_conv3d(
@@ -33,9 +32,7 @@ def make_conv3d(
 ) -> nn.Module:
     """Build the 3D convolution `kind` (a registered name, or a class for experiments)."""
     if isinstance(kind, str):
-        if kind not in BLOCKS:
-            raise ValueError(f"unknown block {kind!r}; choose one of {sorted(BLOCKS)}")
-        kind = BLOCKS[kind]
+        kind = look_up(kind, BLOCKS, "block")
     return kind(in_channels, out_channels, kernel_size, stride, bias=bias, **kwargs)
 
 

@@ -2,18 +2,21 @@
 
 import logging
 import random
+from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 from monai import transforms as T
-from monai.data import CacheDataset, DataLoader
+from monai.data import DataLoader
 from torch.utils.data import WeightedRandomSampler
 
+from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset
+from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.transforms import Augmentation, augment
 from medseg.errors import MedsegError
-from medseg.labels import get_convention
+from medseg.labels import ConventionName, get_convention
 from medseg.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,7 @@ class SegDataModule(pl.LightningDataModule):
         root: BraTS-layout folder `<root>/<case>/<case>_<modality>.nii.gz` (+ `<case>_seg.nii.gz`).
         datalist: MSD-style JSON with `training` (and optional `validation`) lists; used instead of `root`.
         modalities: channel names in model order (BraTS: the exact file-name suffixes).
-        label_convention: brats2021 | brats2013 | msd | em_membrane.
+        label_convention: brats2021 | brats2013 | brats2023 | msd | em_membrane.
         spacing: target voxel spacing (mm, in RAS axis order) or null to keep the native grid.
         voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
         crop_foreground: crop to the non-zero box (skull-stripped MRI); off for EM.
@@ -38,6 +41,9 @@ class SegDataModule(pl.LightningDataModule):
         augmentation: `light` (flips, small intensity jitter) or `nnunet` (adds rotation and scaling, noise, blur,
             brightness, contrast, low-resolution simulation and gamma, as nnU-Net does) for scans from other sites.
         val_cases: cases held out for validation when the datalist has no `validation` list.
+        cache: where preprocessed cases are kept: `ram` (cache_rate of them), `disk` (for data larger than RAM) or
+            `none` (preprocess every case at every step).
+        cache_dir: the disk cache's folder (default ~/.cache/medseg); a sub-folder per preprocessing_key.
     """
 
     def __init__(
@@ -45,7 +51,7 @@ class SegDataModule(pl.LightningDataModule):
         root: str | None = None,
         datalist: str | None = None,
         modalities: list[str] = ["t1", "t1ce", "t2", "flair"],  # noqa: B006 (jsonargparse needs a literal)
-        label_convention: Literal["brats2021", "brats2013", "msd", "em_membrane"] = "brats2021",
+        label_convention: ConventionName = "brats2021",
         spacing: list[float] | None = None,
         voxel_size: list[float] | None = None,
         crop_foreground: bool = True,
@@ -58,6 +64,8 @@ class SegDataModule(pl.LightningDataModule):
         val_cases: int = 1,
         num_workers: int = 0,
         cache_rate: float = 1.0,
+        cache: CacheKind = "ram",
+        cache_dir: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -80,20 +88,29 @@ class SegDataModule(pl.LightningDataModule):
             train, val = shuffled[n_val:], shuffled[:n_val]
         return train, val
 
+    def preprocessed(self) -> T.Compose:
+        """The plan's deterministic chain (files to normalised, cropped tensors), ready to be cached."""
+        return T.Compose([*self.plan.case_transform(True).transforms, OwnStorage(["image", "label"])])
+
+    def disk_cache_dir(self) -> Path:
+        """The disk cache's folder for this preprocessing."""
+        root = Path(self.hparams.cache_dir).expanduser() if self.hparams.cache_dir else default_cache_dir()
+        return root / self.plan.key()
+
     def setup(self, stage: str) -> None:
         if self.train_ds is not None:
             return
         h = self.hparams
         train, val = self.cases()
+        check_training_set(train + val, self.convention, h.datalist or h.root)  # before any case is cached
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
-        train_tf = T.Compose([*self.plan.case_transform(True).transforms, *sampling])
-        workers = min(h.num_workers, 4)
-        self.train_ds = CacheDataset(train, train_tf, cache_rate=h.cache_rate, num_workers=workers or None)
-        self.val_ds = CacheDataset(val, self.plan.case_transform(True), cache_rate=h.cache_rate,
-                                   num_workers=workers or None)
+        train_tf = T.Compose([*self.preprocessed().transforms, *sampling])
+        workers = min(h.num_workers, 4) or None
+        self.train_ds = make_dataset(train, train_tf, h.cache, self.disk_cache_dir(), h.cache_rate, workers)
+        self.val_ds = make_dataset(val, self.preprocessed(), h.cache, self.disk_cache_dir(), h.cache_rate, workers)
 
     def train_dataloader(self) -> DataLoader:
         """One pass over the cases per epoch, or `steps_per_epoch` batches drawn with replacement on every rank.

@@ -31,13 +31,18 @@ def case_files(folder: Path, modalities: Sequence[str], with_label: bool = False
 
 def brats_cases(root: str | Path, modalities: Sequence[str]) -> list[dict]:
     """Every sub-folder of `root` is a case `<case>/<case>_<modality>.nii.gz` with `<case>_seg.nii.gz`."""
+    return [case_files(f, modalities, with_label=True) for f in case_folders(root)]
+
+
+def case_folders(root: str | Path) -> list[Path]:
+    """The sub-folders of a BraTS-layout root, sorted; an error if there are none."""
     root = Path(root)
     if not root.is_dir():
         raise MedsegError(f"{root}: no such directory")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise MedsegError(f"{root}: no case folders found (expected <root>/<case>/<case>_<modality>.nii.gz)")
-    return [case_files(f, modalities, with_label=True) for f in folders]
+    return folders
 
 
 def read_datalist(path: str | Path) -> tuple[list[dict], list[dict]]:
@@ -45,6 +50,13 @@ def read_datalist(path: str | Path) -> tuple[list[dict], list[dict]]:
 
     Relative paths are resolved against the JSON file's folder, as in the Decathlon's dataset.json.
     """
+    spec = load_datalist(path)
+    return ([datalist_entry(e, Path(path)) for e in spec["training"]],
+            [datalist_entry(e, Path(path)) for e in spec.get("validation", [])])
+
+
+def load_datalist(path: str | Path) -> dict:
+    """The datalist's JSON, checked to hold a non-empty `training` list (entries are checked by datalist_entry)."""
     path = Path(path)
     if not path.is_file():
         raise MedsegError(f"{path}: no such datalist file")
@@ -54,10 +66,11 @@ def read_datalist(path: str | Path) -> tuple[list[dict], list[dict]]:
         raise MedsegError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(spec, dict) or not spec.get("training"):
         raise MedsegError(f"{path}: needs a non-empty 'training' list")
-    return [_entry(e, path) for e in spec["training"]], [_entry(e, path) for e in spec.get("validation", [])]
+    return spec
 
 
-def _entry(entry: dict, datalist: Path) -> dict:
+def datalist_entry(entry: dict, datalist: Path) -> dict:
+    """One datalist entry as a case dict with absolute paths; an error if a listed file is missing or unreadable."""
     if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
         raise MedsegError(f"{datalist}: every entry needs 'image' and 'label', got {entry!r}")
     images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]

@@ -12,6 +12,7 @@ import torch
 from monai import transforms as T
 from monai.data import MetaTensor
 
+from medseg.data.checks import check_label_grid
 from medseg.data.io import Volume, read_volume
 from medseg.errors import MedsegError
 from medseg.labels import Convention
@@ -63,8 +64,8 @@ class LoadCased(T.MapTransform):
 
     def _load_label(self, path, image_volume) -> MetaTensor:
         v = read_volume(path, self.voxel_size)
-        if v.array.shape != image_volume.array.shape[:3]:
-            raise MedsegError(f"{v.path}: label shape {v.array.shape} differs from image {image_volume.array.shape}")
+        check_label_grid(v.path, v.array.shape, v.affine, image_volume.path, image_volume.array.shape,
+                         image_volume.affine)
         try:
             self.convention.check(v.array, str(v.path))
         except ValueError as e:

@@ -1,0 +1,81 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medseg.cli import main
+from medseg.data.checks import check_label_grid
+from medseg.data.datamodule import SegDataModule
+from medseg.errors import MedsegError
+from tests.conftest import BRATS_AFFINE, REPO, TINY, write_case
+
+
+def relabel(case_dir, affine=None, mapping=None) -> str:
+    """Rewrite a case's label in place: another affine (same voxels) and/or label values mapped."""
+    path = next(case_dir.glob("*_seg.nii.gz"))
+    img = nib.load(path)
+    label = np.asarray(img.dataobj)
+    for old, new in (mapping or {}).items():
+        label = np.where(np.asarray(img.dataobj) == old, new, label).astype(np.uint8)
+    nib.save(nib.Nifti1Image(label, img.affine if affine is None else affine), path)
+    return str(path)
+
+
+FLIPPED = BRATS_AFFINE @ np.diag([-1.0, 1, 1, 1])  # x axis mirrored: same shape, wrong side of the head
+SHIFTED = BRATS_AFFINE.copy()
+SHIFTED[:3, 3] += [0, 5.0, 0]  # 5 mm anterior
+
+
+@pytest.mark.parametrize("affine, what", [(FLIPPED, "direction"), (SHIFTED, "origin"),
+                                          (BRATS_AFFINE @ np.diag([2.0, 2, 2, 1]), "spacing")],
+                         ids=["flipped", "shifted", "spacing"])
+def test_label_off_the_image_grid_is_named(affine, what):
+    with pytest.raises(MedsegError, match=rf"^seg.nii.gz: label {what} .* differs from the image's .*\(t1.nii.gz\)"):
+        check_label_grid("seg.nii.gz", (4, 4, 4), affine, "t1.nii.gz", (4, 4, 4), BRATS_AFFINE)
+
+
+def test_header_rounding_is_tolerated():
+    noisy = BRATS_AFFINE + 1e-6
+    check_label_grid("seg.nii.gz", (4, 4, 4), noisy.astype(np.float32), "t1.nii.gz", (4, 4, 4), BRATS_AFFINE)
+
+
+def test_flipped_label_stops_setup_before_any_case_is_loaded(tmp_path):
+    """Without a cache nothing is read in setup, so only the header check can stop a misaligned set up front."""
+    for i in range(3):
+        write_case(tmp_path, f"case{i}", seed=i)
+    bad = relabel(tmp_path / "case1", affine=FLIPPED)
+    dm = SegDataModule(root=str(tmp_path), modalities=["flair", "t1ce"], cache="none")
+    with pytest.raises(MedsegError, match=rf"^{bad}: label direction"):
+        dm.setup("fit")
+
+
+def test_train_with_a_flipped_label_is_a_one_line_error_before_training(tmp_path, capsys):
+    root, run = tmp_path / "root", tmp_path / "run"
+    for i in range(3):
+        write_case(root, f"case{i}", seed=i)
+    bad = relabel(root / "case2", affine=FLIPPED)
+    rc = main(["train", "--config", str(REPO / "configs/brats.yaml"), f"--data.root={root}", *TINY,
+               "--data.cache=none", f"--trainer.default_root_dir={run}", "--trainer.max_steps=2"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"error: {bad}: label direction" in err
+    assert not list(run.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("convention", ["brats2013", "brats2021"])
+def test_brats2023_labels_under_an_older_convention_are_refused(tmp_path, convention):
+    for i in range(3):
+        write_case(tmp_path, f"case{i}", seed=i)
+        relabel(tmp_path / f"case{i}", mapping={4: 3})  # BraTS 2023: enhancing tumour is 3
+    dm = SegDataModule(root=str(tmp_path), modalities=["flair", "t1ce"], label_convention=convention, cache="none")
+    with pytest.raises(MedsegError, match=r"3 but never 4.*--data.label_convention=brats2023"):
+        dm.setup("fit")
+    SegDataModule(root=str(tmp_path), modalities=["flair", "t1ce"], label_convention="brats2023",
+                  cache="none").setup("fit")
+
+
+def test_brats2013_set_with_label_3_and_4_passes(tmp_path):
+    for i in range(3):
+        write_case(tmp_path, f"case{i}", seed=i)
+    relabel(tmp_path / "case0", mapping={1: 3})  # non-enhancing tumour (3) next to enhancing (4): BraTS 2013
+    SegDataModule(root=str(tmp_path), modalities=["flair", "t1ce"], label_convention="brats2013",
+                  cache="none").setup("fit")
