@@ -72,8 +72,8 @@ def overlap_and_distance(p: np.ndarray, t: np.ndarray, n_pred: int, n_true: int,
 def membrane_metrics(pred: np.ndarray, truth: np.ndarray, conv: Convention) -> dict[str, dict[str, float]]:
     """Voxel-wise precision, recall and F1 of each EM region (em_membrane: the membrane).
 
-    The prediction is read as `medseg predict` writes it (Convention.from_regions: the membrane painted 1),
-    the ground truth in the dataset's convention (ISBI 2012 and neuron-id volumes: 0 = membrane).
+    Prediction and ground truth are read in the convention (ISBI 2012, neuron-id volumes and medseg's EM masks:
+    0 = membrane).
     """
     painted = prediction_regions(pred, conv)
     scores = {}
@@ -89,15 +89,9 @@ def membrane_metrics(pred: np.ndarray, truth: np.ndarray, conv: Convention) -> d
 
 
 def prediction_regions(label: np.ndarray, conv: Convention) -> dict[str, np.ndarray]:
-    """Boolean (X, Y, Z) region masks of a label map as `medseg predict` writes it (Convention.from_regions).
-
-    For BraTS-style conventions the written values are the dataset's own, so the regions are read as for ground
-    truth. EM conventions paint their region (the membrane) 1 on 0, the reverse of their ground truth (0 =
-    membrane), so there each region is the voxels carrying its painted value.
-    """
-    if conv.labels is not None:
-        return dict(zip(conv.regions, conv.to_regions(label[None]).astype(bool), strict=True))
-    return {region: label == value for region, value in conv.paint}
+    """Boolean (X, Y, Z) region masks of a label map: `medseg predict` writes the convention's own values
+    (BraTS {0, 1, 2, 4}; em_membrane 0 = membrane, 255 = interior), so predictions read as ground truth does."""
+    return dict(zip(conv.regions, conv.to_regions(label[None]).astype(bool), strict=True))
 
 
 def instance_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -165,12 +165,12 @@ def test_em_instance_metrics_known_split_and_merge(tmp_path):
 
 
 def test_em_membrane_f1():
-    """Ground truth as ISBI 2012 (0 membrane, 255 interior); prediction as medseg writes it (1 membrane)."""
+    """Ground truth as ISBI 2012 and prediction as medseg writes it: 0 membrane, 255 interior."""
     truth = np.full((4, 4, 4), 255, np.uint8)
     truth[0] = 0  # 16 membrane voxels
-    pred = np.zeros_like(truth)
-    pred[0, :2] = 1  # 8 of them found
-    pred[1, 0] = 1  # and 4 false
+    pred = np.full_like(truth, 255)
+    pred[0, :2] = 0  # 8 of them found
+    pred[1, 0] = 0  # and 4 false
     scores = evaluate_case(pred, truth, "em_membrane")["membrane"]
     assert scores["precision"] == pytest.approx(8 / 12) and scores["recall"] == pytest.approx(8 / 16)
     assert scores["f1"] == pytest.approx(2 * 8 / (12 + 16))

@@ -59,5 +59,5 @@ def test_stats_volumes_for_anisotropic_voxels(tmp_path):
     assert stats["wt"] == {"voxels": wt, "volume_ml": pytest.approx(wt * 1.5 / 1000)}
     assert stats["tc"]["voxels"] == stats["et"]["voxels"] == et  # nested: enhancing tumour is also core
     assert stats["et"]["volume_ml"] == pytest.approx(et * 1.5 / 1000)
-    write_stats((label > 0).astype(np.uint8), "em_membrane", (1.0, 1.0, 1.0), tmp_path / "em.json")
-    assert json.loads((tmp_path / "em.json").read_text())["membrane"]["voxels"] == wt  # medseg paints membrane 1
+    write_stats(np.where(label > 0, 0, 255).astype(np.uint8), "em_membrane", (1.0, 1.0, 1.0), tmp_path / "em.json")
+    assert json.loads((tmp_path / "em.json").read_text())["membrane"]["voxels"] == wt  # 0 = membrane
