@@ -89,7 +89,7 @@ def read_label(path: Path, convention: str) -> Volume:
     if volume.array.ndim != 3:
         raise MedsegError(f"{path}: expected a 3D label map, got shape {volume.array.shape}")
     try:
-        get_convention(convention).check(volume.array, str(path))
+        get_convention(convention).check(volume.array, str(path), training=False)
     except ValueError as e:
         raise MedsegError(str(e)) from None
     volume.array = volume.array.astype(np.int64 if volume.array.max(initial=0) > 2**31 - 1 else np.int32)

@@ -21,11 +21,12 @@ class Convention:
     fill: int = 0  # label value where no region is predicted (EM: 255 = cell interior, as ISBI 2012's labels)
     required: int | None = None  # a value every label volume must hold, or its target region is empty (EM: 0)
 
-    def check(self, values: np.ndarray, where: str) -> None:
-        """Raise ValueError naming `where` if a label value does not belong to this convention, or if the value
-        the target is made of is missing (an EM id volume without boundary voxels would train on nothing)."""
+    def check(self, values: np.ndarray, where: str, training: bool = True) -> None:
+        """Raise ValueError naming `where` if a label value does not belong to this convention, or, for training,
+        if the value the target is made of is missing (an EM id volume without boundary voxels would train on
+        nothing; a prediction or an evaluated volume may lack it)."""
         values = np.unique(values)
-        if self.required is not None and self.required not in values:
+        if training and self.required is not None and self.required not in values:
             raise ValueError(f"{where}: no voxel has label {self.required}, which the {self.name} convention trains "
                              f"on ({', '.join(self.regions)}); the target would be empty")
         if self.labels is None:
