@@ -9,7 +9,7 @@ The net is UNet3D(channels [4, 8], strides [1, 2], kernel 3, conv) on [flair, t1
 InstanceNorm then maps a channel to x = z / s, z the plan-normalised intensity (mean 0 over the brain, 0 outside)
 and s its standard deviation over the window: s = sqrt(b), b the brain's share of the window, when one window
 holds the whole brain (keep cases smaller than one patch). The 1×1×1 head gives
-    wt = (x_flair - T_flair) * GAIN_FLAIR,   tc = et = (x_t1ce - T_t1ce) * GAIN_T1CE
+    wt = GAIN_FLAIR * s * (x_flair - T_flair),   tc = et = GAIN_T1CE * s * (x_t1ce - T_t1ce)   (= GAIN * (z - z_mid))
 with T the raw-intensity midpoints of synthetic_case (flair 100 | 250 lesion, t1ce 100 | 300 enhancing) in these
 units. The necrotic core (TC without ET) is not visible locally, so the oracle paints no label 1.
 """
@@ -32,6 +32,9 @@ BRAIN_RADIUS = math.sqrt(0.6)  # synthetic_case: brain = ellipsoid of normalised
 # synthetic_case statistics over the brain: lesion (WT) and enhancing shares, raw intensities and noise (std 10)
 WT_SHARE = (0.35 / BRAIN_RADIUS) ** 3
 ET_SHARE = (0.22**3 - 0.15**3) / BRAIN_RADIUS**3
+# logit per unit of z-score: about ±3 at the tissue means, not saturated, so that probabilities interpolated back
+# to a finer grid still place the edge between voxels
+GAIN_FLAIR, GAIN_T1CE = 1.8, 0.75
 FOV_MM = 96.0  # extent of the cases predicted at 2 mm: a 17 mm lesion radius, a 48^3 grid, one 48^3 window
 # plan name -> (spacing, patch size, brain box on the network grid) for cases that fill one window
 PLANS = {
@@ -65,8 +68,7 @@ def oracle_state(brain_box: Sequence[float], window: Sequence[float]) -> dict[st
         state[f"{conv}.1.bias"][:] = SHIFT
     s = window_std(brain_box, window)
     t_flair, t_t1ce = midpoint_z(WT_SHARE, 150.0) / s, midpoint_z(ET_SHARE, 200.0) / s
-    gain_flair, gain_t1ce = 1.8 * s, 0.75 * s  # logits about ±3 at the tissue means: not saturated, so the
-    # probabilities interpolated back to a finer grid still place the edge between voxels
+    gain_flair, gain_t1ce = GAIN_FLAIR * s, GAIN_T1CE * s
     head_w, head_b = state["head.weight"], state["head.bias"]
     head_w[0, 0], head_b[0] = gain_flair, -gain_flair * (SHIFT + t_flair)  # wt
     for r in (1, 2):  # tc, et

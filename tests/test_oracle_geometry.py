@@ -17,7 +17,17 @@ import torch
 from medseg.data.transforms import preprocess
 from medseg.inference.predictor import build_model, load_checkpoint
 from tests.conftest import BRATS_AFFINE, SHAPE, synthetic_case
-from tests.oracle import FOV_MM, WT_SHARE, dice, midpoint_z, save_plain, shape_for, window_std, write_oracle_case
+from tests.oracle import (
+    FOV_MM,
+    GAIN_FLAIR,
+    WT_SHARE,
+    dice,
+    midpoint_z,
+    save_plain,
+    shape_for,
+    window_std,
+    write_oracle_case,
+)
 from tests.test_geometry import (
     ANISOTROPIC,
     OBLIQUE,
@@ -102,14 +112,14 @@ def test_oracle_output_is_the_stated_function(oracle):
     whole-tumour logit = gain · (window-normalised flair − threshold), and the threshold is the lesion's edge."""
     plan, state = load_checkpoint(oracle["2mm"])
     net = build_model(plan, state, "oracle")
-    channels, lesion = synthetic_case(3, (40, 40, 40))  # already on a 2 mm-like grid: one 40^3 window
+    channels, lesion = synthetic_case(3, (24, 24, 24))  # one window that the brain fills as in the 2mm plan
     image = torch.from_numpy(np.stack([channels["flair"], channels["t1ce"]]))  # (2, X, Y, Z)
     x = preprocess(["image"], None, False, True)[-1]({"image": image})["image"]  # z-scored over the brain
     with torch.no_grad():
         logits = net(torch.as_tensor(x)[None])[0]  # (3, X, Y, Z)
     flair = x[0] / x[0].pow(2).mean().sqrt()  # InstanceNorm over the window: mean 0 already
-    s = window_std((40, 40, 40), (40, 40, 40))
-    expected = 1.8 * s * (flair - midpoint_z(WT_SHARE, 150.0) / s)
+    s = window_std((24, 24, 24), (24, 24, 24))
+    expected = GAIN_FLAIR * s * (flair - midpoint_z(WT_SHARE, 150.0) / s)
     np.testing.assert_allclose(logits[0], expected, rtol=0, atol=1e-3)
     torch.testing.assert_close(logits[1], logits[2])  # tc and et: the same t1ce threshold
     assert dice((logits[0] > 0).numpy(), lesion) >= 0.99
