@@ -76,6 +76,15 @@ def tiny_ckpt(brats_root, tmp_path_factory) -> Path:
     return train_tiny(brats_root, tmp_path_factory.mktemp("run"), "--trainer.max_steps=6") / "best.ckpt"
 
 
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory) -> dict[str, Path]:
+    """Hand-set checkpoints whose masks are known functions of the input (tests/oracle.py), by plan name:
+    `native` (conftest's cases on their own grid) and `2mm` (oracle cases, resampled and back)."""
+    from tests.oracle import write_oracles  # it imports this module
+
+    return write_oracles(tmp_path_factory.mktemp("oracle"))
+
+
 def shared(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason when the data is not there."""
     path = SHARED.joinpath(*parts)
