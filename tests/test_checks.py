@@ -1,10 +1,12 @@
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from medseg.cli import main
-from medseg.data.checks import check_label_grid
+from medseg.data.checks import check_label_grid, read_header
 from medseg.data.datamodule import SegDataModule
+from medseg.data.io import read_volume
 from medseg.errors import MedsegError
 from tests.conftest import BRATS_AFFINE, REPO, TINY, write_case
 
@@ -36,6 +38,20 @@ def test_label_off_the_image_grid_is_named(affine, what):
 def test_header_rounding_is_tolerated():
     noisy = BRATS_AFFINE + 1e-6
     check_label_grid("seg.nii.gz", (4, 4, 4), noisy.astype(np.float32), "t1.nii.gz", (4, 4, 4), BRATS_AFFINE)
+
+
+def test_header_geometry_matches_the_full_read(tmp_path):
+    """setup compares labels from their headers only; the header must give what the loader will see."""
+    img = sitk.GetImageFromArray(np.zeros((5, 6, 7), np.float32))  # (Z, Y, X)
+    img.SetSpacing((0.5, 0.7, 2.0))
+    img.SetOrigin((1.0, 2.0, 3.0))
+    img.SetDirection((0, 1, 0, -1, 0, 0, 0, 0, 1))  # oblique in-plane
+    sitk.WriteImage(img, str(tmp_path / "a.nrrd"))
+    nib.save(nib.Nifti1Image(np.zeros((7, 6, 5, 2), np.float32), FLIPPED), tmp_path / "b.nii.gz")  # 4D, channels last
+    for name in ("a.nrrd", "b.nii.gz"):
+        shape, affine = read_header(tmp_path / name)
+        volume = read_volume(tmp_path / name)
+        assert shape == volume.array.shape and np.allclose(affine, volume.affine)
 
 
 def test_flipped_label_stops_setup_before_any_case_is_loaded(tmp_path):
