@@ -7,20 +7,10 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice
 
-from medseg.errors import MedsegError
+from medseg import resources
 from medseg.labels import get_convention
 from medseg.predict import predict
 from medseg.train import train
-
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "configs" / "brats.yaml"
-
-
-def find_sample() -> Path:
-    for root in (REPO / "data" / "brats_sample", Path.cwd() / "data" / "brats_sample"):
-        if (root / "train").is_dir():
-            return root
-    raise MedsegError("data/brats_sample not found: run the demo from a medseg checkout (git clone, pip install -e .)")
 
 
 def region_dice(pred: np.ndarray, truth: np.ndarray, convention: str) -> dict[str, float]:
@@ -37,13 +27,13 @@ def duration(minutes: float) -> str:
 
 
 def demo(output: str, minutes: float) -> int:
-    sample, out = find_sample(), Path(output)
+    sample, out = resources.sample(), Path(output)
     heldout = next((sample / "heldout").iterdir())
     run = out / "run"
     print(f"training for {minutes:g} min on {sample / 'train'} (progress below), then segmenting {heldout.name}")
-    train(["--config", str(RECIPE), f"--data.root={sample / 'train'}", "--data.modalities=[flair, t1ce]",
-           "--data.label_convention=brats2013", "--trainer.logger=false", f"--trainer.default_root_dir={run}",
-           f"--trainer.max_time={duration(minutes)}", "--trainer.max_epochs=-1"])
+    train(["--config", str(resources.recipes() / "brats.yaml"), f"--data.root={sample / 'train'}",
+           "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--trainer.logger=false",
+           f"--trainer.default_root_dir={run}", f"--trainer.max_time={duration(minutes)}", "--trainer.max_epochs=-1"])
     mask = predict([str(heldout)], str(run / "checkpoints" / "best.ckpt"), str(out / f"{heldout.name}_pred.nii.gz"),
                    overwrite=True, device="auto")
     truth = np.asarray(nib.load(next(heldout.glob("*_seg.nii.gz"))).dataobj)

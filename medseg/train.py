@@ -21,6 +21,7 @@ from medseg.checkpoint import AtomicCheckpointIO, Checkpoint
 from medseg.data.datamodule import SegDataModule
 from medseg.errors import MedsegError
 from medseg.module import SegModule
+from medseg.resources import with_recipe_paths
 from medseg.tracking import SaveConfigAndLog, ValidationSlices, configure_wandb_logger, keep_private
 
 
@@ -69,7 +70,7 @@ def build_cli(cli_class: type[MedsegCLI], model_class: type, argv: list[str], pr
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     # medseg hands LightningCLI its own argv; the warning about sys.argv also being set does not apply
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return cli_class(model_class, SegDataModule, run=False, args=argv, seed_everything_default=42,
+    return cli_class(model_class, SegDataModule, run=False, args=with_recipe_paths(argv), seed_everything_default=42,
                      save_config_callback=SaveConfigAndLog, save_config_kwargs={"overwrite": True},
                      parser_kwargs={"prog": prog}, **kwargs)
 
