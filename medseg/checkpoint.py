@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -29,7 +30,8 @@ class Checkpoint(ModelCheckpoint):
 
     Args:
         every_n_train_steps: also refresh last.ckpt every this many training steps (None or 0: off).
-        train_time_interval: also refresh last.ckpt when this much time ("h:m:s") has passed since it was saved.
+        train_time_interval: also refresh last.ckpt when this much time ("h:m:s") has passed since it was saved
+            (at a refresh or after a validation).
     """
 
     def __init__(self, *args: Any, every_n_train_steps: int | None = None,
@@ -76,6 +78,7 @@ class Checkpoint(ModelCheckpoint):
         plateau would repeat every epoch since the best one."""
         if not self._should_skip_saving_checkpoint(trainer):  # also: already saved at this step (best improved)
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self.last_refreshed = time.monotonic()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -87,7 +90,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if not _is_local_file_protocol(path):
+        fs, local_path = url_to_fs(str(path))  # file://… and plain paths -> the local path
+        if not isinstance(fs, LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        atomic_write(Path(local_path), lambda tmp: torch.save(checkpoint, tmp))
