@@ -33,11 +33,11 @@ def saved(ckpt: Path) -> tuple[int, int, float]:
     return c["global_step"], int(state["step"]), float(state["exp_avg"].abs().sum())
 
 
-def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 1200) -> None:
     end = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, f"training ended (rc {proc.returncode}) before the kill:\n{log.read_text()}"
-        assert time.monotonic() < end, "no periodic checkpoint appeared"
+        assert time.monotonic() < end, "timed out: a hung run?"  # a run that never saves ends by itself
         time.sleep(0.05)
 
 
@@ -78,7 +78,7 @@ def test_sigkill_mid_epoch_then_resume_from_last(brats_root, tmp_path):
     assert not (run / "checkpoints" / "best.ckpt").exists()  # killed before the first validation
 
     resumed = subprocess.run([*command, "--ckpt_path=last"], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=300)
+                             timeout=1200)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     before, after = logged_lr(first_log), logged_lr(run / "log" / "version_1" / "metrics.csv")
     assert min(after) == step, "the resumed run did not start at the saved step"
