@@ -7,8 +7,9 @@
 #
 # The base is pinned by tag and digest, so a rebuild gets the same CUDA, cuDNN and torch; its torch is the version
 # CI pins (.ci/run), and the project goes on top with CI's `python -m pip install` (CI adds -e and the test extra).
-# No data, runs or credentials are copied in (.dockerignore admits only what is COPYed); mount data and runs,
-# and pass WANDB_API_KEY with -e at run time.
+# The recipes and the demo sample go into the installed package (`--config brats`, `medseg demo`); configs/ also
+# stays in the working directory. No other data, runs or credentials are copied in (.dockerignore admits only what
+# is COPYed); mount data and runs, and pass WANDB_API_KEY with -e at run time.
 FROM pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime@sha256:6acf597eeb8e376a96580dde4952f37cc017fef732bb40bfc73f28f25e3f64b4
 
 # The image's Python is the system one, marked externally managed (PEP 668): medseg goes next to the image's torch.
@@ -21,6 +22,7 @@ WORKDIR /opt/medseg
 COPY pyproject.toml README.md ./
 COPY medseg ./medseg
 COPY configs ./configs
+COPY data/brats_sample ./data/brats_sample
 RUN python -m pip install --no-cache-dir . \
     && groupadd --gid 10001 medseg \
     && useradd --no-log-init --uid 10001 --gid 10001 --create-home --home-dir /home/medseg medseg \

@@ -29,8 +29,9 @@ from medseg.blocks import BLOCKS, make_conv3d
 from medseg.errors import MedsegError
 from medseg.inference.predictor import pick_device
 from medseg.nets import NETS, build_net
+from medseg.resources import recipe_path
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "brats.yaml"
+RECIPE = "brats"  # configs/brats.yaml, also when installed (medseg.resources)
 IN_CHANNELS, OUT_CHANNELS, LAYER_CHANNELS, SW_BATCH = 2, 3, 64, 2
 BRATS_GRID = (240, 240, 155)  # voxels of a BraTS scan at 1 mm
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -61,13 +62,14 @@ class Settings:
 
 
 def load_recipe(path: str | Path) -> tuple[dict, list[int], tuple[int, int, int]]:
-    """(net widths/strides/kernels, patch size, default volume) of a training recipe.
+    """(net widths/strides/kernels, patch size, default volume) of a training recipe (a path or a shipped name).
 
     The default volume is a BraTS scan (240×240×155 at 1 mm) resampled to the recipe's data.spacing: the grid that
     `medseg predict` slides over with this recipe (before foreground cropping). At brats.yaml's 2 mm that is
     120×120×78, 18 windows of 64³ instead of 75 for the raw grid, which keeps the default run of all nets × blocks
     at a few minutes on 2 CPU cores.
     """
+    path = recipe_path(path)
     try:
         config = yaml.safe_load(Path(path).read_text())
         net = {key: config["model"][key] for key in ("channels", "strides", "kernel_sizes")}

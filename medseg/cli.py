@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
     b = sub.add_parser("bench", help="parameters, FLOPs, prediction time and memory of every net × block")
-    b.add_argument("--config", help="recipe whose widths and patch size are used (default: configs/brats.yaml)")
+    b.add_argument("--config", help="recipe (a file, or a shipped name: brats, em_isbi) whose widths and patch "
+                                     "size are used (default: brats)")
     b.add_argument("--archs", nargs="+", help="default: every registered net")
     b.add_argument("--blocks", nargs="+", help="default: every registered block")
     b.add_argument("--shape", nargs=3, type=int, metavar=("X", "Y", "Z"),

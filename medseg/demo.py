@@ -7,21 +7,11 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice
 
+from medseg import resources
 from medseg.data.io import write_mask
-from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
 from medseg.labels import get_convention
 from medseg.train import train
-
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "configs" / "brats.yaml"
-
-
-def find_sample() -> Path:
-    for root in (REPO / "data" / "brats_sample", Path.cwd() / "data" / "brats_sample"):
-        if (root / "train").is_dir():
-            return root
-    raise MedsegError("data/brats_sample not found: run the demo from a medseg checkout (git clone, pip install -e .)")
 
 
 def region_dice(pred: np.ndarray, truth: np.ndarray, convention: str) -> dict[str, float]:
@@ -38,13 +28,13 @@ def duration(minutes: float) -> str:
 
 
 def demo(output: str, minutes: float) -> int:
-    sample, out = find_sample(), Path(output)
+    sample, out = resources.sample(), Path(output)
     heldout = next((sample / "heldout").iterdir())
     run = out / "run"
     print(f"training for {minutes:g} min on {sample / 'train'} (progress below), then segmenting {heldout.name}")
-    train(["--config", str(RECIPE), f"--data.root={sample / 'train'}", "--data.modalities=[flair, t1ce]",
-           "--data.label_convention=brats2013", "--trainer.logger=false", f"--trainer.default_root_dir={run}",
-           f"--trainer.max_time={duration(minutes)}", "--trainer.max_epochs=-1"])
+    train(["--config", str(resources.recipes() / "brats.yaml"), f"--data.root={sample / 'train'}",
+           "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--trainer.logger=false",
+           f"--trainer.default_root_dir={run}", f"--trainer.max_time={duration(minutes)}", "--trainer.max_epochs=-1"])
     predictor = Predictor(run / "checkpoints" / "best.ckpt")
     prediction = predictor.predict_case([str(f) for f in sorted(heldout.iterdir()) if "_seg" not in f.name])
     mask = out / f"{heldout.name}_pred.nii.gz"

@@ -7,8 +7,10 @@ are read to the end first because some readers silently zero-fill a truncated `.
 
 import gzip
 import os
+import shutil
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,17 +151,38 @@ def _check_array(array: np.ndarray, path: Path) -> None:
         raise MedsegError(f"{path}: contains NaN or infinite values")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename: no half-written outputs."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call write(tmp) on a path of the same name in a temporary folder beside `path`, then move what it wrote into
+    place, so no reader ever sees a half-written output.
+
+    A folder rather than a temporary file: files are created by the writer itself, with the user's umask as open()
+    gives them (mkstemp's are 0600, unreadable to the group of a shared lab folder or another Docker --user), and a
+    detached format (.mhd + .zraw, .nhdr + .raw.gz) names its data file as it will be called. Data files move
+    first and the named file last; everything is fsynced first, so a crash or power cut leaves the old output or
+    the new one, never an empty file under the final name.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix(path), dir=path.parent)
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write(folder / path.name)
+        written = sorted(folder.iterdir(), key=lambda f: f.name == path.name)  # the named file last
+        for f in written:
+            fsync(f)
+        for f in written:
+            os.replace(f, path.parent / f.name)
+        fsync(path.parent)  # the renames themselves
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_mask(mask: np.ndarray, reference: Volume, out: Path) -> None:
