@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default: 0.25, as in training)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
-    b.add_argument("--channels-last", action="store_true", help="model and input in torch.channels_last_3d")
+    b.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="model and input in torch.channels_last_3d (default: the faster layout for the device)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the nets (warm-up reported, not timed)")
+    b.add_argument("--widths", default="recipe", choices=["recipe", "gpu"],
+                   help="the recipe's channels, or the GPU recipe's 32,64,128,256,320")
     b.add_argument("--threads", type=int, help="torch threads (default: torch's current setting)")
     b.add_argument("--layer-size", type=int, default=64, help="input size of the one-layer table (0: skip it)")
     b.add_argument("--json", help="also write the records to this JSON file")
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.bench import bench
 
             bench(args.config, args.archs, args.blocks, shape=args.shape, repeats=args.repeats,
-                  device=args.device, dtype=args.dtype, channels_last=args.channels_last, overlap=args.overlap,
+                  device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
+                  widths=args.widths, overlap=args.overlap,
                   threads=args.threads, layer_size=args.layer_size, json_out=args.json)
             return 0
         if command == "doctor":
