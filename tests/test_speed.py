@@ -73,6 +73,7 @@ def test_device_defaults():
     assert not use_channels_last(False, "cpu") and use_channels_last(True, "cuda")
 
 
+@pytest.mark.slow  # inductor compiles C++ kernels: about a minute on 2 cores
 def test_compiled_net_equals_eager(capsys):
     torch.manual_seed(0)
     net = build_net("unet", 2, 3, block="sic", **TINY).eval()
