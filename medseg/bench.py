@@ -1,19 +1,18 @@
-"""`medseg bench`: what each block costs inside each net (parameters, FLOPs, sliding-window time, peak memory).
+"""`medseg bench`: what each block costs inside each net (parameters, FLOPs, prediction and training time, memory).
 
-Every arch in NETS × block in BLOCKS is built at a recipe's widths (configs/brats.yaml by default) with each block's
-default settings, so a newly registered block or net is measured without touching this file. FLOPs come from torch's
-FlopCounterMode on one patch forward (convolutions and matmuls; norms and activations are not counted). Time is a
-full MONAI sliding-window prediction of one volume (gaussian blending, sw_batch_size 2), the median of --repeats runs
-after a warm-up forward of one window batch, all in one process at a fixed thread count. A second table times one
+Every arch in NETS × block in BLOCKS is built at a recipe's widths (configs/brats.yaml by default, or the GPU
+recipe's with --widths gpu) with each block's default settings, so a newly registered block or net is measured
+without touching this file. FLOPs come from torch's FlopCounterMode on one patch forward (convolutions and matmuls;
+norms and activations are not counted). Prediction time is a full MONAI sliding-window prediction of one volume
+(gaussian blending, sw_batch_size 2) after a warm-up forward of one window batch; training time is one step
+(forward, DiceCE backward, AdamW step) on a batch of the recipe's patches (batch_size × samples_per_case) after a
+warm-up step. Both are medians of --repeats runs in one process at a fixed thread count, run the way `medseg predict`
+and `medseg train` run them (medseg.speed: channels_last_3d per device, --compile). A second table times one
 64→64 k=3 layer per block.
 """
 
-import ctypes
 import json
-import re
-import statistics
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,25 +20,25 @@ from pathlib import Path
 import torch
 import yaml
 from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from medseg.blocks import BLOCKS, make_conv3d
+from medseg.data.io import atomic_write
 from medseg.errors import MedsegError
 from medseg.inference.predictor import pick_device
+from medseg.measure import MEMORY_METHOD, timed
 from medseg.nets import NETS, build_net
 from medseg.resources import recipe_path
+from medseg.speed import compile_net, prepare_net, to_channels_last, use_channels_last
 
 RECIPE = "brats"  # configs/brats.yaml, also when installed (medseg.resources)
 IN_CHANNELS, OUT_CHANNELS, LAYER_CHANNELS, SW_BATCH = 2, 3, 64, 2
 BRATS_GRID = (240, 240, 155)  # voxels of a BraTS scan at 1 mm
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-MEMORY_METHOD = {
-    "cuda": "growth of torch.cuda.max_memory_allocated over the allocation before the run",
-    "cpu": "growth of peak RSS over RSS before the run (kernel high-water mark VmHWM, reset through "
-           "/proc/self/clear_refs after malloc_trim; exact, not sampled)",
-}
+GPU_WIDTHS = [32, 64, 128, 256, 320]  # configs/brats.yaml's scale-up for GPU workstations
 
 
 @dataclass
@@ -49,15 +48,26 @@ class Settings:
     repeats: int
     overlap: float
     channels_last: bool
+    compile: bool
 
-    def prepare(self, x: nn.Module | torch.Tensor) -> nn.Module | torch.Tensor:
-        """Move a module or tensor to the device, in channels_last_3d when asked."""
-        x = x.to(self.device)
-        return x.to(memory_format=torch.channels_last_3d) if self.channels_last else x
+    @property
+    def autocast(self) -> torch.dtype | None:
+        return None if self.dtype == torch.float32 else self.dtype
+
+    def prepare(self, net: nn.Module, example_shape: tuple[int, ...]) -> nn.Module:
+        """An eval-mode net as `medseg predict` runs it (compiled now, so the warm-up is not timed as prediction)."""
+        return prepare_net(net, self.device, self.channels_last, self.compile, example_shape, self.autocast)
+
+    def prepare_training(self, net: nn.Module) -> nn.Module:
+        """A train-mode net as `medseg train` runs it (compiled lazily: the warm-up step compiles)."""
+        net = net.to(self.device).train()
+        if self.channels_last:
+            to_channels_last(net)
+        return compile_net(net)[0] if self.compile else net
 
     @contextmanager
-    def inference(self) -> Iterator[None]:
-        with torch.inference_mode(), torch.autocast(self.device.type, self.dtype, self.dtype != torch.float32):
+    def precision(self) -> Iterator[None]:
+        with torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None):
             yield
 
 
@@ -81,62 +91,20 @@ def load_recipe(path: str | Path) -> tuple[dict, list[int], tuple[int, int, int]
                           f"({type(e).__name__}: {e})") from None
 
 
+def train_batch(path: str | Path) -> int:
+    """Patches per training step of a recipe (data.batch_size cases × data.samples_per_case patches each)."""
+    data = yaml.safe_load(Path(path).read_text())["data"]  # load_recipe has checked the file
+    try:
+        return int(data.get("batch_size", 1)) * int(data.get("samples_per_case", 1))
+    except (TypeError, ValueError) as e:
+        raise MedsegError(f"{path}: data.batch_size and data.samples_per_case must be integers ({e})") from None
+
+
 def check_names(kind: str, names: list[str], registry: dict) -> list[str]:
     for name in names:
         if name not in registry:
             raise MedsegError(f"unknown {kind} {name!r}; choose one of {sorted(registry)}")
     return names
-
-
-def resident_kb(key: str) -> int:
-    """VmRSS / VmHWM of this process from /proc/self/status, in kB."""
-    return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
-def reset_cpu_peak() -> int | None:
-    """Return freed heap pages to the OS and reset the RSS high-water mark; the RSS now, or None off Linux."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed-but-cached pages would otherwise hide reuse as no growth
-        Path("/proc/self/clear_refs").write_text("5")
-        return resident_kb("VmRSS")
-    except OSError:
-        return None
-
-
-@contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict]:
-    """Yields a dict whose "mb" holds, on exit, the peak memory growth (MiB) while the block ran."""
-    result: dict = {"mb": None}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        yield result
-        torch.cuda.synchronize(device)
-        result["mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        return
-    base = reset_cpu_peak()
-    yield result
-    if base is not None:
-        result["mb"] = (resident_kb("VmHWM") - base) / 1024
-
-
-def timed(run: Callable[[], object], warmup: Callable[[], object], settings: Settings) -> dict:
-    """`cpu_ms` / `cuda_ms`: median wall time of settings.repeats runs after a warm-up, every run (so the spread is
-    on record) and the largest peak memory growth among them."""
-    warmup()
-    times, peaks = [], []
-    for _ in range(settings.repeats):
-        with peak_memory(settings.device) as memory:
-            start = time.perf_counter()
-            run()
-            if settings.device.type == "cuda":
-                torch.cuda.synchronize(settings.device)
-            times.append((time.perf_counter() - start) * 1000)
-        peaks.append(memory["mb"])
-    device = settings.device.type
-    return {f"{device}_ms": statistics.median(times), f"{device}_runs_ms": [round(t, 1) for t in times],
-            "peak_mem_mb": None if None in peaks else max(peaks)}
 
 
 def count_flops(module: nn.Module, x: torch.Tensor) -> int:
@@ -145,49 +113,87 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume: torch.Tensor,
+def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume: torch.Tensor, batch: int,
               settings: Settings) -> dict:
-    """One arch × block: parameters, FLOPs of one patch, and a timed full-volume sliding-window prediction."""
-    net = settings.prepare(build_net(arch, IN_CHANNELS, OUT_CHANNELS, block=block, **net_kwargs).eval())
+    """One arch × block: parameters, FLOPs of one patch, a timed full-volume sliding-window prediction and a timed
+    training step, each with its peak memory."""
+    torch.manual_seed(0)
+    built = build_net(arch, IN_CHANNELS, OUT_CHANNELS, block=block, **net_kwargs)
+    params = sum(p.numel() for p in built.parameters())
+    with torch.inference_mode():
+        flops = count_flops(built.eval(), torch.randn(1, IN_CHANNELS, *patch))
+    record = {"table": "net", "arch": arch, "block": block, "params": params, "flops": flops,
+              **bench_training(built, patch, batch, settings)}  # first: prediction leaves the net in eval mode
+    net = settings.prepare(built, (SW_BATCH, IN_CHANNELS, *patch))
     windows = []
 
-    def predictor(batch: torch.Tensor) -> torch.Tensor:
-        windows.append(batch.shape[0])
-        return net(settings.prepare(batch))  # MONAI stacks windows contiguously; keep the measured memory format
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        windows.append(x.shape[0])
+        return net(x)
 
     def predict() -> torch.Tensor:
         windows.clear()
         return sliding_window_inference(volume, patch, SW_BATCH, predictor, overlap=settings.overlap, mode="gaussian")
 
-    patches = settings.prepare(torch.randn(SW_BATCH, IN_CHANNELS, *patch))
-    with settings.inference():
-        flops = count_flops(net, patches[:1])
+    patches = torch.randn(SW_BATCH, IN_CHANNELS, *patch, device=settings.device)
+    with torch.inference_mode(), settings.precision():
         # every window has the patch shape, so one batch of them primes kernels and allocator like a full run would
-        timing = timed(predict, lambda: net(patches), settings)
-    return {"table": "net", "arch": arch, "block": block, "params": sum(p.numel() for p in net.parameters()),
-            "flops": flops, **timing, "windows": sum(windows),
-            "shape": list(volume.shape[2:]), "patch": patch, "overlap": settings.overlap, "sw_batch_size": SW_BATCH}
+        timing = timed(predict, lambda: net(patches), settings.repeats, settings.device,
+                       (f"{settings.device.type}_ms", f"{settings.device.type}_runs_ms", "warmup_s", "peak_mib"))
+    return {**record, **timing, "windows": sum(windows), "shape": list(volume.shape[2:]), "patch": patch,
+            "overlap": settings.overlap, "sw_batch_size": SW_BATCH}
+
+
+def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Settings) -> dict:
+    """One training step (forward, DiceCE backward, AdamW step) on `batch` random patches with random labels."""
+    net = settings.prepare_training(net)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    loss = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1e-5, squared_pred=True, batch=True)  # as SegModule
+    x = torch.randn(batch, IN_CHANNELS, *patch, device=settings.device)
+    y = (torch.rand(batch, OUT_CHANNELS, *patch, device=settings.device) > 0.7).float()
+
+    def step() -> None:
+        with settings.precision():
+            value = loss(net(x), y)
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # the warm-up step also allocates AdamW's state, which is then part of the baseline, not of the step's peak
+    return {"train_batch": batch, **timed(step, step, settings.repeats, settings.device,
+                                          ("train_ms", "train_runs_ms", "train_warmup_s", "train_peak_mib"))}
 
 
 def bench_layer(block: str, size: int, settings: Settings) -> dict:
     """One 64→64 k=3 stride-1 layer of `block` on a size³ input."""
-    layer = settings.prepare(make_conv3d(block, LAYER_CHANNELS, LAYER_CHANNELS, 3).eval())
-    x = settings.prepare(torch.randn(1, LAYER_CHANNELS, size, size, size))
-    with settings.inference():
-        flops = count_flops(layer, x)
-        timing = timed(lambda: layer(x), lambda: layer(x), settings)
-    return {"table": "layer", "arch": None, "block": block, "params": sum(p.numel() for p in layer.parameters()),
-            "flops": flops, **timing, "shape": [size] * 3,
-            "in_channels": LAYER_CHANNELS, "out_channels": LAYER_CHANNELS}
+    layer = make_conv3d(block, LAYER_CHANNELS, LAYER_CHANNELS, 3)
+    params = sum(p.numel() for p in layer.parameters())
+    x = torch.randn(1, LAYER_CHANNELS, size, size, size, device=settings.device)
+    with torch.inference_mode():
+        flops = count_flops(layer.eval(), x)
+    layer = settings.prepare(layer, tuple(x.shape))
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)  # converted once, not inside every timed call
+    with torch.inference_mode(), settings.precision():
+        timing = timed(lambda: layer(x), lambda: layer(x), settings.repeats, settings.device,
+                       (f"{settings.device.type}_ms", f"{settings.device.type}_runs_ms", "warmup_s", "peak_mib"))
+    return {"table": "layer", "arch": None, "block": block, "params": params, "flops": flops, **timing,
+            "shape": [size] * 3, "in_channels": LAYER_CHANNELS, "out_channels": LAYER_CHANNELS}
+
+
+RATIOS = (("params", "params_x"), ("flops", "flops_x"), ("train_ms", "train_x"), ("peak_mib", "peak_x"),
+          ("train_peak_mib", "train_peak_x"))
 
 
 def add_ratios(records: list[dict], time_key: str) -> None:
-    """params_x, flops_x, time_x against the conv row of the same table and arch (None without one)."""
+    """params_x, flops_x, time_x, train_x and the peak-memory ratios against the conv row of the same table and arch
+    (None without one, or where a value is missing)."""
     for r in records:
         ref = next((c for c in records if c["block"] == "conv" and (c["table"], c["arch"]) == (r["table"], r["arch"])),
                    None)
-        for key, out in (("params", "params_x"), ("flops", "flops_x"), (time_key, "time_x")):
-            r[out] = r[key] / ref[key] if ref else None
+        for key, out in (*RATIOS, (time_key, "time_x")):
+            have = ref is not None and r.get(key) is not None and ref.get(key)
+            r[out] = r[key] / ref[key] if have else None
 
 
 def render(records: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -204,13 +210,16 @@ def render(records: list[dict], columns: list[tuple[str, str, str]]) -> str:
 def report(records: list[dict], time_key: str) -> str:
     unit = time_key.removesuffix("_ms")
     cost = [("params", "params", ","), ("×", "params_x", ".2f"), ("GFLOP", "gflop", ".2f"), ("×", "flops_x", ".2f"),
-            (f"{unit} ms", time_key, ".0f"), ("×", "time_x", ".2f"), ("peak MiB", "peak_mem_mb", ".0f")]
+            (f"{unit} ms", time_key, ".0f"), ("×", "time_x", ".2f"), ("peak MiB", "peak_mib", ".0f"),
+            ("×", "peak_x", ".2f")]
+    train = [("train ms", "train_ms", ".0f"), ("×", "train_x", ".2f"), ("train MiB", "train_peak_mib", ".0f"),
+             ("×", "train_peak_x", ".2f")]
     rows = [{**r, "gflop": r["flops"] / 1e9} for r in records]
     nets = [r for r in rows if r["table"] == "net"]
     layers = [r for r in rows if r["table"] == "layer"]
     parts = []
     if nets:
-        parts.append(render(nets, [("arch", "arch", ""), ("block", "block", ""), *cost]))
+        parts.append(render(nets, [("arch", "arch", ""), ("block", "block", ""), *cost, *train]))
     if layers:
         size = "×".join(map(str, layers[0]["shape"]))
         parts.append(f"one {LAYER_CHANNELS}→{LAYER_CHANNELS} k=3 layer at {size}:\n"
@@ -218,53 +227,69 @@ def report(records: list[dict], time_key: str) -> str:
     return "\n\n".join(parts)
 
 
-def header(first: dict, shape: tuple[int, int, int], patch: list[int]) -> str:
+def header(first: dict, shape: tuple[int, int, int], patch: list[int], batch: int) -> str:
     """What was measured and how, so a pasted table carries its conditions."""
     size, patch_size = "×".join(map(str, shape)), "×".join(map(str, patch))
     layout = ", channels_last_3d" if first["channels_last"] else ""
-    return (f"{first['device']}, {first['threads']} threads, {first['dtype']}{layout}; prediction of a "
-            f"{IN_CHANNELS}×{size} volume: {first.get('windows', 0)} windows of {patch_size}, overlap "
-            f"{first.get('overlap')}, sw_batch_size {SW_BATCH}, median of {first['repeats']} runs after a warm-up\n"
+    compiled = ", torch.compile" if first["compile"] else ""
+    return (f"{first['device']}, {first['threads']} threads, {first['dtype']}{layout}{compiled}, widths "
+            f"{first['widths']}; prediction of a {IN_CHANNELS}×{size} volume: {first.get('windows', 0)} windows of "
+            f"{patch_size}, overlap {first.get('overlap')}, sw_batch_size {SW_BATCH}; training step: {batch} patches, "
+            f"DiceCE, AdamW; medians of {first['repeats']} runs after a warm-up\n"
             f"FLOPs: one {patch_size} patch forward; × = ratio to conv in the same arch\n"
             f"peak memory: {first['mem_method']}")
 
 
 def bench(config: str | Path | None = None, archs: list[str] | None = None, blocks: list[str] | None = None,
           shape: tuple[int, int, int] | None = None, repeats: int = 3, device: str = "auto",
-          dtype: str = "float32", channels_last: bool = False, overlap: float = 0.25, threads: int | None = None,
-          layer_size: int = 64, json_out: str | Path | None = None) -> list[dict]:
-    """Benchmark archs × blocks (default: all registered) and one layer per block; print tables, return records."""
+          dtype: str = "float32", channels_last: bool | None = None, compile: bool = False, widths: str = "recipe",
+          overlap: float = 0.25, threads: int | None = None, layer_size: int = 64,
+          json_out: str | Path | None = None) -> list[dict]:
+    """Benchmark archs × blocks (default: all registered) and one layer per block; print tables, return records.
+
+    channels_last None runs each device's default layout (medseg.speed), as predict and train do."""
     archs = check_names("architecture", archs or list(NETS), NETS)
     blocks = check_names("block", blocks or list(BLOCKS), BLOCKS)
     if device not in ("auto", "cpu", "cuda"):
         raise MedsegError(f"--device must be auto, cpu or cuda, got {device!r}")
     if dtype not in DTYPES:
         raise MedsegError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if widths not in ("recipe", "gpu"):
+        raise MedsegError(f"--widths must be recipe or gpu, got {widths!r}")
     net_kwargs, patch, recipe_volume = load_recipe(config or RECIPE)
+    batch = train_batch(config or RECIPE)
+    if widths == "gpu":
+        if len(net_kwargs["channels"]) != len(GPU_WIDTHS):
+            raise MedsegError(f"--widths gpu needs a {len(GPU_WIDTHS)}-stage recipe, "
+                              f"{config or RECIPE} has {len(net_kwargs['channels'])} stages")
+        net_kwargs = {**net_kwargs, "channels": GPU_WIDTHS}
     shape = tuple(shape or recipe_volume)
     bad_threads = threads is not None and threads < 1
     if len(shape) != 3 or min(shape) < 1 or repeats < 1 or not 0 <= overlap < 1 or layer_size < 0 or bad_threads:
         raise MedsegError("need --shape of 3 positive sizes, --repeats ≥ 1, --overlap in [0, 1), --layer-size ≥ 0, "
                           "--threads ≥ 1")
-    settings = Settings(pick_device(device), DTYPES[dtype], repeats, overlap, channels_last)
+    target = pick_device(device)
+    settings = Settings(target, DTYPES[dtype], repeats, overlap, use_channels_last(channels_last, target), compile)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or previous_threads)  # fixed for every run, and reported
     try:
         torch.manual_seed(0)
-        volume = settings.prepare(torch.randn(1, IN_CHANNELS, *shape))
+        volume = torch.randn(1, IN_CHANNELS, *shape, device=settings.device)
         jobs = [(a, b) for a in archs for b in blocks] + ([(None, b) for b in blocks] if layer_size else [])
         records = []
         for arch, block in tqdm(jobs, desc="bench", unit="run"):
-            records.append(bench_net(arch, block, net_kwargs, patch, volume, settings) if arch
+            records.append(bench_net(arch, block, net_kwargs, patch, volume, batch, settings) if arch
                            else bench_layer(block, layer_size, settings))
         common = {"threads": torch.get_num_threads(), "device": settings.device.type, "dtype": dtype,
-                  "channels_last": channels_last, "repeats": repeats, "mem_method": MEMORY_METHOD[settings.device.type]}
+                  "channels_last": settings.channels_last, "compile": compile, "widths": net_kwargs["channels"],
+                  "repeats": repeats, "mem_method": MEMORY_METHOD[settings.device.type]}
     finally:
         torch.set_num_threads(previous_threads)
     records = [{**r, **common} for r in records]
     time_key = f"{settings.device.type}_ms"
     add_ratios(records, time_key)
-    print(f"{header(records[0], shape, patch)}\n\n{report(records, time_key)}")
+    print(f"{header(records[0], shape, patch, batch)}\n\n{report(records, time_key)}")
     if json_out:
-        Path(json_out).write_text(json.dumps(records, indent=1))
+        text = json.dumps(records, indent=1)
+        atomic_write(Path(json_out), lambda tmp: tmp.write_text(text))
     return records

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (folders: redo finished cases)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="network in channels_last_3d (default: on for CPU, where it is faster)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (warm-up time is reported)")
     sub.add_parser("models", help="list the bundled models: inputs, outputs, measured Dice, licence")
     e = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes (EM: VOI, adapted Rand, membrane F1)")
     e.add_argument("pred", help="predicted label map, or a folder of them (<case>_pred.nii.gz, <case>.nii.gz, ...)")
@@ -61,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default: 0.25, as in training)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
-    b.add_argument("--channels-last", action="store_true", help="model and input in torch.channels_last_3d")
+    b.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="model and input in torch.channels_last_3d (default: the faster layout for the device)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the nets (warm-up reported, not timed)")
+    b.add_argument("--widths", default="recipe", choices=["recipe", "gpu"],
+                   help="the recipe's channels, or the GPU recipe's 32,64,128,256,320")
     b.add_argument("--threads", type=int, help="torch threads (default: torch's current setting)")
     b.add_argument("--layer-size", type=int, default=64, help="input size of the one-layer table (0: skip it)")
     b.add_argument("--json", help="also write the records to this JSON file")
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
             options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats)
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
-                           tta=args.tta, options=options)
+                           tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options)
         if command == "models":
             from medseg.models.listing import list_models
 
@@ -125,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.bench import bench
 
             bench(args.config, args.archs, args.blocks, shape=args.shape, repeats=args.repeats,
-                  device=args.device, dtype=args.dtype, channels_last=args.channels_last, overlap=args.overlap,
+                  device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
+                  widths=args.widths, overlap=args.overlap,
                   threads=args.threads, layer_size=args.layer_size, json_out=args.json)
             return 0
         if command == "check-data":

@@ -12,6 +12,7 @@ from monai.metrics import compute_dice
 from medseg.blocks import BlockKind, embed_config_file
 from medseg.labels import get_convention
 from medseg.nets import ArchKind, build_net
+from medseg.speed import compile_net, to_channels_last, use_channels_last
 
 
 class SegModule(pl.LightningModule):
@@ -24,6 +25,8 @@ class SegModule(pl.LightningModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay over the training budget
             (max_steps, max_epochs or max_time, whichever ends first).
         sw_overlap: sliding-window overlap for validation (predict has its own --overlap).
+        channels_last: net and inputs in channels_last_3d; None picks the faster layout for the device (medseg.speed).
+        compile: `torch.compile` the net in place when fitting starts (warm-up of seconds to minutes; off by default).
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class SegModule(pl.LightningModule):
         weight_decay: float = 1e-5,
         warmup_steps: int = 20,
         sw_overlap: float = 0.25,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -57,6 +62,13 @@ class SegModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def on_fit_start(self) -> None:
+        """Layout and compilation once the device is known; both keep the state_dict keys."""
+        if use_channels_last(self.hparams.channels_last, self.device):
+            to_channels_last(self.net)
+        if self.hparams.compile:
+            compile_net(self.net)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["label"])

@@ -35,7 +35,8 @@ class Options:
 
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
-            overlap: float = 0.5, tta: bool = False, options: Options | None = None) -> int:
+            overlap: float = 0.5, tta: bool = False, channels_last: bool | None = None, compile: bool = False,
+            options: Options | None = None) -> int:
     """Segment one case or a folder of cases; returns the exit code (2 when any case failed)."""
     options = options or Options()
     paths = [Path(p) for p in inputs]
@@ -45,7 +46,8 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     if any(p.is_dir() for p in paths) and len(paths) > 1:
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
-    predictor = Predictor(model, device=device, overlap=overlap, tta=tta)
+    predictor = Predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
+                          compile=compile)
     if paths[0].is_dir():
         cases = group_cases(paths[0], predictor.plan.modalities)
         if not cases:

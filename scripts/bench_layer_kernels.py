@@ -1,80 +1,69 @@
-"""Does a block's FLOP saving become CPU time? One layer, three ways of running the same maths.
+"""Does a block's FLOP saving become CPU time? One layer per block at each width the nets use, channels_last_3d.
 
-For each width C (at the resolution that width has in the brats recipe) it times, per block:
-  - the block as built (NCDHW), and in channels_last_3d memory format;
-  - CAKES with all ops fused into one conv (each sub-kernel zero-padded to 3×3×3: one big kernel, conv FLOPs);
-  - a (1, 3, 3) planar conv as a batched conv2d over S0 slices (a free view in channels_last_3d).
-Prints a markdown table (median ms of several runs, same threads); the README quotes it.
+For each (channels, size) of the brats recipe (8…128 channels at 64³…4³) and of the GPU recipe (32…320) it times,
+per block, a forward and a forward + backward of one 2-patch batch, in channels_last_3d (the CPU default):
+  - conv, pmscn, sic and cakes as built (CAKES on NCDHW input: one conv per op, concatenated);
+  - CAKES on channels_last input, where it runs all its ops as one conv of zero-padded sub-kernels below
+    `Cakes.FUSE_BELOW` output channels, and `cakes separate`: the per-op convs forced on the same input.
+Rounds are interleaved and the minimum is kept (the machine is shared); prints a markdown table the README quotes.
 
-    python scripts/bench_layer_kernels.py [--threads 2] [--repeats 7]
+    python scripts/bench_layer_kernels.py [--threads 2] [--rounds 5]
 """
 
 import argparse
 import time
-from functools import partial
+from collections.abc import Callable
 
 import torch
-from torch.nn import functional as F
 
 from medseg.blocks import make_conv3d
-from medseg.blocks.cakes import Cakes
-from medseg.blocks.size import pad_kernel
+
+CL = torch.channels_last_3d
+SHAPES = {"recipe": [(8, 64), (16, 32), (32, 16), (64, 8), (128, 4)],
+          "gpu": [(32, 64), (64, 32), (128, 16), (256, 8), (320, 4)]}
 
 
-def median_ms(fn, repeats: int) -> float:
+def seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1000
+    return time.perf_counter() - start
 
 
-def fused_cakes(block: Cakes) -> torch.Tensor:
-    """One 3×3×3 weight holding every op's sub-kernel, zero elsewhere (same outputs, conv FLOPs)."""
-    return torch.cat([pad_kernel(conv.weight, (3, 3, 3)) for conv in block.convs])  # (C_out, C_in, 3, 3, 3)
-
-
-def planar_as_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(1, 3, 3) conv as conv2d over the N·S0 slices; in channels_last_3d the reshape is a view."""
-    n, c, s0, s1, s2 = x.shape
-    y = F.conv2d(x.permute(0, 2, 1, 3, 4).reshape(n * s0, c, s1, s2), weight[:, :, 0], padding=1)
-    return y.reshape(n, s0, -1, s1, s2).permute(0, 2, 1, 3, 4)  # (N, C_out, S0, S1, S2)
+def variants(channels: int) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    built = {kind: make_conv3d(kind, channels, channels).to(memory_format=CL) for kind in ("conv", "pmscn", "sic")}
+    built["cakes"] = make_conv3d("cakes", channels, channels).to(memory_format=CL)
+    separate = make_conv3d("cakes", channels, channels).to(memory_format=CL)
+    separate.load_state_dict(built["cakes"].state_dict())
+    separate.fuse_below = 0  # never fuse: the per-op convs
+    built["cakes separate"] = separate
+    return built
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--widths", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    blocks = [("conv", {}), ("pmscn", {}), ("pmscn", {"m": 1}), ("cakes", {}), ("cakes", {"ops": "3d-2d-1d"}),
-              ("cakes", {"ops": "2d"}), ("sic", {})]
-    print("| layer (batch 2) | block | NCDHW ms | channels_last_3d ms | notes |\n|---|---|---:|---:|---|")
-    for channels, size in [(8, 64), (32, 32), (128, 16)]:
-        x = torch.randn(2, channels, size, size, size)
-        xl = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.inference_mode():
-            for kind, kwargs in blocks:
-                block = make_conv3d(kind, channels, channels, **kwargs).eval()
-                plain = median_ms(partial(block, x), args.repeats)
-                block = block.to(memory_format=torch.channels_last_3d)
-                last = median_ms(partial(block, xl), args.repeats)
-                note = ""
-                if isinstance(block, Cakes) and len(block.convs) > 1:
-                    w = fused_cakes(block).contiguous(memory_format=torch.channels_last_3d)
-                    torch.testing.assert_close(F.conv3d(xl, w, padding=1), block(xl), rtol=1e-3, atol=1e-3)
-                    fused = median_ms(partial(F.conv3d, xl, w, padding=1), args.repeats)
-                    note = f"fused into one 3×3×3 conv: {fused:.1f}"
-                label = kind + (f" {kwargs}" if kwargs else "")
-                print(f"| {channels}→{channels} @ {size}³ | {label} | {plain:.1f} | {last:.1f} | {note} |", flush=True)
-            w = torch.randn(channels, channels, 1, 3, 3).contiguous(memory_format=torch.channels_last_3d)
-            conv3d = median_ms(partial(F.conv3d, xl, w, padding=(0, 1, 1)), args.repeats)
-            conv2d = median_ms(partial(planar_as_conv2d, xl, w), args.repeats)
-            print(f"| {channels}→{channels} @ {size}³ | (1,3,3) conv | — | {conv3d:.1f} | "
-                  f"as batched conv2d: {conv2d:.1f} |")
+    print("| widths | layer (batch 2) | block | forward ms | forward + backward ms |\n|---|---|---|---:|---:|")
+    for widths in args.widths:
+        for channels, size in SHAPES[widths]:
+            x = torch.randn(2, channels, size, size, size).contiguous(memory_format=CL)
+            blocks = variants(channels)
+            with torch.no_grad():
+                torch.testing.assert_close(blocks["cakes"](x), blocks["cakes separate"](x), rtol=1e-4, atol=1e-4)
+            best = {name: [float("inf"), float("inf")] for name in blocks}
+            for _ in range(args.rounds):
+                for name, block in blocks.items():
+                    with torch.no_grad():
+                        best[name][0] = min(best[name][0], seconds(lambda b=block, x=x: b(x)))
+                    xg = x.detach().requires_grad_()
+                    best[name][1] = min(best[name][1], seconds(lambda b=block, xg=xg: b(xg).sum().backward()))
+            for name, (fwd, train) in best.items():
+                print(f"| {widths} | {channels}→{channels} @ {size}³ | {name} | {fwd * 1e3:.1f} | {train * 1e3:.1f} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ import torch
 import yaml
 from torch import nn
 
-from medseg.bench import RECIPE, load_recipe
+from medseg.bench import RECIPE, bench, load_recipe
 from medseg.blocks import BLOCKS
 from medseg.cli import main
 from medseg.nets import NETS, build_net
 
 RECIPE_TINY = {"model": {"channels": [4, 8, 16], "strides": [1, 2, [2, 2, 1]], "kernel_sizes": [3, 3, [3, 3, 1]]},
-               "data": {"patch_size": [16, 16, 8]}}
+               "data": {"patch_size": [16, 16, 8], "samples_per_case": 2}}
 
 
 def conv_flops(net: nn.Module, x: torch.Tensor) -> int:
@@ -47,8 +47,11 @@ def test_bench_covers_every_registered_net_and_block(records):
     assert sorted(nets) == sorted((a, b) for a in NETS for b in BLOCKS)
     assert sorted(r["block"] for r in records if r["table"] == "layer") == sorted(BLOCKS)
     for r in records:
-        assert r["params"] > 0 and r["flops"] > 0 and r["cpu_ms"] > 0 and r["peak_mem_mb"] is not None
-        assert r["threads"] == 1 and r["device"] == "cpu"
+        assert r["params"] > 0 and r["flops"] > 0 and r["cpu_ms"] > 0 and r["peak_mib"] is not None
+        assert r["threads"] == 1 and r["device"] == "cpu" and r["channels_last"]  # the CPU default layout
+    for r in (r for r in records if r["table"] == "net"):
+        assert r["train_ms"] > 0 and r["train_peak_mib"] is not None and r["train_batch"] == 2  # 1 case × 2 patches
+        assert r["train_x"] is not None and r["peak_x"] is not None
     per_axis = [math.ceil((n - p) / int(p * 0.75)) + 1 for n, p in zip((40, 40, 24), (16, 16, 8), strict=True)]
     assert {r["windows"] for r in records if r["table"] == "net"} == {math.prod(per_axis)}  # MONAI's scan at 1/4
 
@@ -72,6 +75,17 @@ def test_single_conv_layer_flops_are_exact(records):
     assert layer["flops_x"] == 1.0
 
 
+def test_gpu_widths_replace_the_recipe_channels(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE_TINY, "model": {**RECIPE_TINY["model"], "channels": [1] * 5,
+                                                               "strides": [1] * 5, "kernel_sizes": [3] * 5}}))
+    records = bench(recipe, ["unet"], ["sic"], shape=(8, 8, 8), repeats=1, device="cpu", widths="gpu",
+                    channels_last=False, layer_size=0)
+    assert records[0]["widths"] == [32, 64, 128, 256, 320] and not records[0]["channels_last"]
+    net = build_net("unet", 2, 3, block="sic", channels=[32, 64, 128, 256, 320], strides=[1] * 5, kernel_sizes=[3] * 5)
+    assert records[0]["params"] == sum(p.numel() for p in net.parameters())
+
+
 def test_default_recipe_is_the_brats_one():
     net, patch, volume = load_recipe(RECIPE)
     assert net == {"channels": [8, 16, 32, 64, 128], "strides": [1, 2, 2, 2, 2], "kernel_sizes": [3] * 5}
@@ -86,10 +100,13 @@ def test_default_recipe_is_the_brats_one():
         (["--archs", "vnet"], "unknown architecture 'vnet'; choose one of"),
         (["--config", "missing.yaml"], "missing.yaml: not a recipe"),
         (["--repeats", "0"], "--repeats ≥ 1"),
+        (["--config", "RECIPE_TINY", "--widths", "gpu"], "--widths gpu needs a 5-stage recipe"),
     ],
-    ids=["block", "arch", "config", "repeats"],
+    ids=["block", "arch", "config", "repeats", "widths"],
 )
-def test_bad_input_is_a_one_line_error(capsys, argv, message):
+def test_bad_input_is_a_one_line_error(capsys, tmp_path, argv, message):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RECIPE_TINY))
+    argv = [str(tmp_path / "tiny.yaml") if a == "RECIPE_TINY" else a for a in argv]
     assert main(["bench", "--device", "cpu", *argv]) == 2
     assert message in capsys.readouterr().err
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from medseg.blocks.size import Size3, even_split, keep_axes, same_padding, triple
+from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
 from medseg.errors import MedsegError
 
 OPS = ("3x3x3", "3x3x1", "3x1x3", "1x3x3", "3x1x1", "1x3x1", "1x1x3")  # the fixed concat order
@@ -84,10 +85,13 @@ class Cakes(nn.Module):
             layer's qualified name, applied by `Cakes.configure(net)` after the network is built.
     """
 
+    FUSE_BELOW = 64  # see fused(); scripts/bench_layer_kernels.py
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size3 = 3, stride: Size3 = 1, *,
                  bias: bool = False, ops: str | list[str] | dict[str, int] = "all", config: str | dict | None = None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.fuse_below = self.FUSE_BELOW
         self.kernel, self.stride, self.bias = triple(kernel_size), triple(stride), bias
         self.config = None if config is None else check_config(read_json(config) if isinstance(config, str) else config)
         self.set_split(resolve_ops(ops, out_channels))
@@ -103,7 +107,20 @@ class Cakes(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
+        if self.out_channels < self.fuse_below and x.is_contiguous(memory_format=torch.channels_last_3d):
+            return self.fused(x)
         return torch.cat([conv(x) for conv in self.convs], dim=1)  # (N, Σ c_op = C_out, ...)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """All ops as one conv whose weight holds each op's sub-kernel zero-padded to the layer's kernel: the same
+        output from one read of x and no concatenation. Narrow layers on the CPU (channels_last_3d) are bound by
+        memory traffic, not arithmetic, so the dense kernel costs what one conv costs instead of one conv per op;
+        wide layers, where the FLOPs count, keep the separate convs (and NCDHW runs keep the nominal FLOPs that
+        `medseg bench` and `medseg search` count)."""
+        weight = torch.cat([pad_kernel(conv.weight, self.kernel) for conv in self.convs])  # (C_out, C_in, *kernel)
+        bias = torch.cat([conv.bias for conv in self.convs]) if self.bias else None
+        return F.conv3d(x, weight.contiguous(memory_format=torch.channels_last_3d), bias, self.stride,
+                        same_padding(self.kernel))
 
     def extra_repr(self) -> str:
         return f"split={self.split}"

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from medseg.blocks.norm import InstanceNorm3d
 from medseg.blocks.size import Size3, even_split, keep_axes, same_padding, triple
 
 
@@ -41,7 +42,7 @@ class Stream(nn.Sequential):
             layers.append(nn.Conv3d(in_channels if j == 0 else width, width, k2d, s2d if j == 0 else 1,
                                     same_padding(k2d), bias=False))
             if inner_act:
-                layers += [nn.InstanceNorm3d(width, affine=True), nn.LeakyReLU(0.01, inplace=True)]
+                layers += [InstanceNorm3d(width, affine=True), nn.LeakyReLU(0.01, inplace=True)]
         k1 = keep_axes((k1d,) * 3, [axis]) if kernel[axis] > 1 else (1, 1, 1)
         layers.append(nn.Conv3d(width, out_channels, k1, keep_axes(stride, [axis]), same_padding(k1), bias=bias))
         super().__init__(*layers)

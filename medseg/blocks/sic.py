@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medseg.blocks.norm import InstanceNorm3d
 from medseg.blocks.size import Size3, fit_size, keep_axes, same_padding, triple
 
 
@@ -98,13 +99,13 @@ class SIC(nn.Module):
         up = tuple(2 if self.bottleneck and k > 1 else 1 for k in kernel)
         self.stride = stride
         self.spatial = depthwise(in_channels, kernel, tuple(s * u for s, u in zip(stride, up, strict=True)), spatial)
-        self.norm = nn.InstanceNorm3d(in_channels) if norm else nn.Identity()
+        self.norm = InstanceNorm3d(in_channels) if norm else nn.Identity()
         sparse = connectivity < 1 and in_channels == out_channels
         self.project = Projection(in_channels, out_channels, topology(in_channels, connectivity) if sparse else None,
                                   bias)
         self.up = None
         if self.bottleneck:
-            self.up = nn.Sequential(nn.InstanceNorm3d(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True),
+            self.up = nn.Sequential(InstanceNorm3d(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True),
                                     nn.ConvTranspose3d(out_channels, out_channels, up, up, groups=out_channels,
                                                        bias=False))
 

@@ -26,6 +26,7 @@ from medseg.inference.channels import Channel, match_channels
 from medseg.models import resolve_model
 from medseg.nets import build_net
 from medseg.plan import Plan
+from medseg.speed import prepare_net
 
 
 def load_checkpoint(path: str | Path) -> tuple[Plan, dict]:
@@ -110,15 +111,18 @@ class Predictor:
     """A model loaded once: `predict_case(files)` for as many cases as needed.
 
     model: a checkpoint path, or the name of a bundled model (`medseg models`).
+    channels_last / compile: medseg.speed.prepare_net (None: the faster memory format for the device).
     """
 
-    def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False):
+    def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
+                 channels_last: bool | None = None, compile: bool = False):
         if not 0 <= overlap < 1:
             raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
         self.source = resolve_model(model)
         self.plan, state = load_checkpoint(self.source)
-        self.net = build_model(self.plan, state, self.source)
         self.device, self.overlap, self.tta = pick_device(device), overlap, tta
+        self.net = prepare_net(build_model(self.plan, state, self.source), self.device, channels_last, compile,
+                               (2, len(self.plan.modalities), *self.plan.patch_size), autocast_dtype(self.device))
         self.preprocess = T.Compose(self.plan.preprocessing())
 
     def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from medseg.blocks import Size3, make_conv3d
+from medseg.blocks.norm import InstanceNorm3d
 from medseg.blocks.size import fit_size, triple
 
 
@@ -14,7 +15,7 @@ class ConvNormAct(nn.Sequential):
                  block_kwargs: dict | None = None):
         super().__init__(
             make_conv3d(block, in_channels, out_channels, kernel_size, stride, **(block_kwargs or {})),
-            nn.InstanceNorm3d(out_channels, affine=True),
+            InstanceNorm3d(out_channels, affine=True),
             nn.LeakyReLU(0.01, inplace=True),
         )
 
