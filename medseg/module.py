@@ -61,8 +61,8 @@ class SegModule(pl.LightningModule):
         if deep_supervision:
             widths = self.net.decoder_widths[1:-1][::-1]  # below full resolution, highest first; lowest dropped
             if not widths:
-                raise MedsegError("model.deep_supervision: needs at least 3 stages (a decoder level below full "
-                                  f"resolution besides the lowest), got {len(channels)}")
+                raise MedsegError("model.deep_supervision: needs at least 4 stages (a decoder level below full "
+                                  f"resolution besides the lowest, which is not supervised), got {len(channels)}")
             self.aux_heads.extend(nn.Conv3d(w, len(self.regions), 1) for w in widths)
             weights = [0.5**i for i in range(len(widths) + 1)]
             self.loss = DeepSupervisionLoss(self.loss, weights=[w / sum(weights) for w in weights])

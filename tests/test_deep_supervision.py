@@ -10,8 +10,8 @@ from medseg.nets import build_net
 from tests.conftest import REPO, synthetic_case, train_tiny
 
 NET = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2, 2], "kernel_sizes": [3, 3, 3, 3]}
-DS_ARGS = ["--model.deep_supervision=true", "--model.channels=[4,8,16]", "--model.strides=[1,2,2]",
-           "--model.kernel_sizes=[3,3,3]"]
+DS_ARGS = ["--model.deep_supervision=true", "--model.channels=[4,8,8,8]", "--model.strides=[1,2,2,2]",
+           "--model.kernel_sizes=[3,3,3,3]"]
 
 
 def module(arch: str = "unet", **kwargs) -> SegModule:
@@ -69,12 +69,12 @@ def test_trained_checkpoint_predicts(brats_root, tmp_path):
 
 
 def test_too_shallow_net_is_a_clear_error(brats_root, tmp_path, capsys):
-    with pytest.raises(MedsegError, match="at least 3 stages"):
-        SegModule(["flair", "t1ce"], "brats2021", deep_supervision=True, channels=[4, 8], strides=[1, 2],
-                  kernel_sizes=[3, 3])
+    with pytest.raises(MedsegError, match="at least 4 stages"):
+        SegModule(["flair", "t1ce"], "brats2021", deep_supervision=True, channels=[4, 8, 16], strides=[1, 2, 2],
+                  kernel_sizes=[3, 3, 3])
     rc = main(["train", "--config", str(REPO / "configs/brats.yaml"), f"--data.root={brats_root}",
                "--data.modalities=[flair, t1ce]",
                "--model.channels=[4,8]", "--model.strides=[1,2]", "--model.kernel_sizes=[3,3]",
                "--model.deep_supervision=true", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"])
     assert rc == 2
-    assert "error: model.deep_supervision: needs at least 3 stages" in capsys.readouterr().err
+    assert "error: model.deep_supervision: needs at least 4 stages" in capsys.readouterr().err
