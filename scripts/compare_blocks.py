@@ -115,6 +115,7 @@ def train_and_predict(job: dict, run: Path) -> dict:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     timer = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Timer"))
     train_s, steps = timer["time_elapsed"]["train"], ckpt["global_step"]
+    data = ckpt["datamodule_hyper_parameters"]
     meta, state = load_checkpoint(ckpt_path)
     net = build_model(meta, state, ckpt_path)
     with torch.inference_mode():
@@ -132,6 +133,7 @@ def train_and_predict(job: dict, run: Path) -> dict:
     regions = [r for r in next(iter(cases.values())) if r != "predict_s"]
     return {"variant": job["variant"], "budget": job["budget"], "seed": job["seed"], "steps": steps,
             "train_s": train_s, "s_per_step": train_s / max(1, steps), "threads": job["threads"],
+            "patches_per_step": data["batch_size"] * data["samples_per_case"],
             "params": sum(p.numel() for p in net.parameters()), "flops": flops, "patch": meta["patch_size"],
             "predict_s": float(np.mean([c["predict_s"] for c in cases.values()])),
             "dice": {r: float(np.mean([c[r] for c in cases.values()])) for r in regions}, "cases": cases,
@@ -156,8 +158,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="<arch>-<block>[+nnunet-aug|+deep-sup]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--budgets", nargs="+", choices=["steps", "time"], default=["steps", "time"])
-    p.add_argument("--steps", type=int, default=70, help="equal-steps budget (default: 70)")
-    p.add_argument("--minutes", type=float, default=2.0, help="equal-time budget per run (default: 2)")
+    p.add_argument("--steps", type=int, default=40, help="equal-steps budget (default: 40)")
+    p.add_argument("--minutes", type=float, default=1.5, help="equal-time budget per run (default: 1.5)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default: 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
     p.add_argument("--set", action="append", default=[], metavar="--KEY=VALUE",

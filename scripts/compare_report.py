@@ -67,8 +67,9 @@ def caption(runs: list[dict], args: argparse.Namespace | None) -> str:
     minutes = f"{args.minutes:g} min" if args else "equal wall time"
     threads = sorted({r["threads"] for r in runs})
     cases = sorted(next(iter(runs))["cases"]) if runs else []
-    return (f"{len(runs)} runs; seeds {seeds}; budgets: equal steps ({', '.join(map(str, steps))} steps, 2 patches "
-            f"per step) and equal wall time ({minutes} of training after data caching, "
+    patches = sorted({r["patches_per_step"] for r in runs})
+    return (f"{len(runs)} runs; seeds {seeds}; budgets: equal steps ({', '.join(map(str, steps))} steps of "
+            f"{'/'.join(map(str, patches))} patch(es)) and equal wall time ({minutes} of training after data caching, "
             f"{min(time_steps, default=0)}–{max(time_steps, default=0)} steps reached); torch threads per run "
             f"{threads}. Dice: mean ± sd over seeds of each seed's mean over the held-out cases {cases}, predicted "
             "with the last checkpoint on their native grid by `medseg predict`. Params and GFLOP: the inference net "
