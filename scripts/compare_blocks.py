@@ -141,12 +141,12 @@ def train_and_predict(job: dict, run: Path) -> dict:
 
 
 def jobs(args: argparse.Namespace, datalist: Path, heldout: list[dict]) -> list[dict]:
-    """Seed-major order, so a table cut short still has every variant and budget for the first seeds."""
+    """Budget-major, then seed order, so a table cut short has whole budgets with every seed and variant."""
     extra = (QUICK_NET if args.quick else []) + args.set
     return [{"variant": v, "budget": b, "seed": s, "threads": args.threads, "datalist": str(datalist),
              "heldout": heldout, "dir": str(Path(args.out) / "runs" / b / v / f"seed{s}"),
              "train_args": [*variant_args(v), *budget_args(b, args.steps, args.minutes), *extra]}
-            for s in args.seeds for b in args.budgets for v in args.variants]
+            for b in args.budgets for s in args.seeds for v in args.variants]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
