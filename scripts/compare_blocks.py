@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 failed += 1
                 print(f"FAILED {j['dir']}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-    write_report(Path(args.out), args)
+    write_report(Path(args.out))
     return 1 if failed else 0
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's medseg
+from medseg.blocks import BLOCKS  # noqa: E402
 from medseg.data.io import atomic_write  # noqa: E402
 
 REGIONS = ["wt", "tc", "et"]
@@ -28,7 +29,7 @@ def mean_sd(values: list[float]) -> tuple[float, float | None]:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (budget, variant), in the order the runs first appear (budgets, then the variants' order)."""
+    """One row per (budget, variant): equal steps first, then conv and the blocks in registry order, ablations last."""
     keys = list(dict.fromkeys((r["budget"], r["variant"]) for r in runs))
     rows = []
     for budget, variant in keys:
@@ -41,8 +42,14 @@ def summarise(runs: list[dict]) -> list[dict]:
         for region in REGIONS:
             row[f"dice_{region}"], row[f"dice_{region}_sd"] = mean_sd([r["dice"][region] for r in group])
         rows.append(row)
-    order = {"steps": 0, "time": 1}
-    return sorted(rows, key=lambda r: order.get(r["budget"], 2))
+    blocks = list(BLOCKS)
+
+    def rank(row: dict) -> tuple:
+        arch, _, block = row["variant"].partition("+")[0].partition("-")
+        return ({"steps": 0, "time": 1}.get(row["budget"], 2), "+" in row["variant"], arch,
+                blocks.index(block) if block in blocks else len(blocks), row["variant"])
+
+    return sorted(rows, key=rank)
 
 
 def dice_cell(row: dict, region: str) -> str:
@@ -59,17 +66,19 @@ def markdown(rows: list[dict], caption: str) -> str:
     return "\n".join([head, *lines, "", caption, ""])
 
 
-def caption(runs: list[dict], args: argparse.Namespace | None) -> str:
+def caption(runs: list[dict]) -> str:
     """Budget, seeds, runs and the conditions, from the runs themselves (so a redraw states the same)."""
     seeds = sorted({r["seed"] for r in runs})
     steps = sorted({r["steps"] for r in runs if r["budget"] == "steps"})
     time_steps = [r["steps"] for r in runs if r["budget"] == "time"]
-    minutes = f"{args.minutes:g} min" if args else "equal wall time"
+    timed = [r["train_s"] / 60 for r in runs if r["budget"] == "time"]
+    minutes = f"{statistics.median(timed):.1f} min" if timed else "–"
     threads = sorted({r["threads"] for r in runs})
     cases = sorted(next(iter(runs))["cases"]) if runs else []
     patches = sorted({r["patches_per_step"] for r in runs})
-    return (f"{len(runs)} runs; seeds {seeds}; budgets: equal steps ({', '.join(map(str, steps))} steps of "
-            f"{'/'.join(map(str, patches))} patch(es)) and equal wall time ({minutes} of training after data caching, "
+    return (f"{len(runs)} runs; seeds {seeds}; budgets: equal steps ({', '.join(map(str, steps))} steps, "
+            f"{'/'.join(map(str, patches))} patch(es) per step) and equal wall time ({minutes} of training after data "
+            f"caching, "
             f"{min(time_steps, default=0)}–{max(time_steps, default=0)} steps reached); torch threads per run "
             f"{threads}. Dice: mean ± sd over seeds of each seed's mean over the held-out cases {cases}, predicted "
             "with the last checkpoint on their native grid by `medseg predict`. Params and GFLOP: the inference net "
@@ -117,13 +126,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write(path, write)
 
 
-def write_report(out: Path, args: argparse.Namespace | None = None) -> list[dict]:
+def write_report(out: Path) -> list[dict]:
     runs = load_runs(out)
     if not runs:
         print(f"{out}: no finished runs to report", file=sys.stderr)
         return []
     rows = summarise(runs)
-    text = caption(runs, args)
+    text = caption(runs)
     write_text(out / "results.json", json.dumps({"caption": text, "summary": rows, "runs": runs}, indent=1))
     write_csv(out / "results.csv", rows)
     table = markdown(rows, text)
