@@ -4,21 +4,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.metrics import compute_dice
 
 from medseg import resources
 from medseg.data.io import write_mask
 from medseg.inference.predictor import Predictor
-from medseg.labels import get_convention
+from medseg.metrics import evaluate_case
 from medseg.train import train
-
-
-def region_dice(pred: np.ndarray, truth: np.ndarray, convention: str) -> dict[str, float]:
-    conv = get_convention(convention)
-    p, t = (torch.from_numpy(conv.to_regions(x[None]))[None] for x in (pred, truth))  # (1, R, X, Y, Z)
-    scores = compute_dice(p, t, include_background=True, ignore_empty=False)[0]
-    return dict(zip(conv.regions, scores.tolist(), strict=True))
 
 
 def duration(minutes: float) -> str:
@@ -41,7 +32,7 @@ def demo(output: str, minutes: float) -> int:
     labels = predictor.labels(prediction)
     write_mask(labels, prediction.reference, mask)
     truth = np.asarray(nib.load(next(heldout.glob("*_seg.nii.gz"))).dataobj)
-    scores = region_dice(labels, truth, "brats2013")
+    scores = {r: m["dice"] for r, m in evaluate_case(labels, truth, "brats2013").items()}
     print("held-out Dice: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in scores.items()))
     print(f"mask: {mask.resolve()}")
     return 0

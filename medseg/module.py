@@ -6,10 +6,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Timer
 from monai.inferers import sliding_window_inference
-from monai.losses import DiceCELoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss
 from monai.metrics import compute_dice
+from torch import nn
 
 from medseg.blocks import BlockKind, embed_config_file
+from medseg.errors import MedsegError
 from medseg.labels import get_convention
 from medseg.nets import ArchKind, build_net
 from medseg.speed import compile_net, to_channels_last, use_channels_last
@@ -27,6 +29,9 @@ class SegModule(pl.LightningModule):
         sw_overlap: sliding-window overlap for validation (predict has its own --overlap).
         channels_last: net and inputs in channels_last_3d; None picks the faster layout for the device (medseg.speed).
         compile: `torch.compile` the net in place when fitting starts (warm-up of seconds to minutes; off by default).
+        deep_supervision: nnU-Net's deep supervision, in training only: 1×1×1 heads on the decoder levels below
+            full resolution (the lowest dropped), DiceCE against nearest-downsampled regions, weighted 1/2^i and
+            normalised. The heads live here, not in the net, so checkpoints predict like any other.
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class SegModule(pl.LightningModule):
         sw_overlap: float = 0.25,
         channels_last: bool | None = None,
         compile: bool = False,
+        deep_supervision: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -53,6 +59,15 @@ class SegModule(pl.LightningModule):
         self.regions = list(self.convention.regions)
         self.net = build_net(arch, len(modalities), len(self.regions), **self.net_kwargs())
         self.loss = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1e-5, squared_pred=True, batch=True)
+        self.aux_heads = nn.ModuleList()
+        if deep_supervision:
+            widths = self.net.decoder_widths[1:-1][::-1]  # below full resolution, highest first; lowest dropped
+            if not widths:
+                raise MedsegError("model.deep_supervision: needs at least 4 stages (a decoder level below full "
+                                  f"resolution besides the lowest, which is not supervised), got {len(channels)}")
+            self.aux_heads.extend(nn.Conv3d(w, len(self.regions), 1) for w in widths)
+            weights = [0.5**i for i in range(len(widths) + 1)]
+            self.loss = DeepSupervisionLoss(self.loss, weights=[w / sum(weights) for w in weights])
         self.val_rows: list[torch.Tensor] = []  # per validation case: dataset index, then Dice per region
 
     def net_kwargs(self) -> dict:
@@ -69,9 +84,16 @@ class SegModule(pl.LightningModule):
             to_channels_last(self.net)
         if self.hparams.compile:
             compile_net(self.net)
+    def training_outputs(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """The logits, or with deep supervision the logits of every supervised level, highest resolution first."""
+        if not self.aux_heads:
+            return self.net(x)
+        features = self.net.decoder_features(x)[::-1]  # highest resolution first
+        aux = zip(self.aux_heads, features[1 : 1 + len(self.aux_heads)], strict=True)
+        return [self.net.head(features[0])] + [head(f) for head, f in aux]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch["image"]), batch["label"])
+        loss = self.loss(self.training_outputs(batch["image"]), batch["label"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 

@@ -104,4 +104,5 @@ class DenseNet3D(UShaped):
             fuse = ConvNormAct("conv", channels[i] + widths[i], channels[i], 1)
             dense = dense_layers(block, channels[i], layers[i], growths[i], bn_size, kernel_sizes[i], block_kwargs)
             self.decoder.append(nn.Sequential(OrderedDict([("fuse", fuse), *dense])))
+        self.decoder_widths = [widths[i] for i in reversed(range(n - 1))]
         self.head = nn.Conv3d(widths[0], out_channels, 1)

@@ -46,15 +46,23 @@ class UShaped(nn.Module):
     upsample: nn.ModuleList
     decoder: nn.ModuleList
     head: nn.Conv3d
+    decoder_widths: list[int]  # output channels of each decoder level, lowest resolution first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoder_features(x)[-1])
+
+    def decoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every decoder level's output, lowest resolution first (deep supervision puts its heads on them); the
+        bottleneck's when there is no decoder."""
         skips = []
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
         x = skips.pop()
+        features = []
         for up, dec in zip(self.upsample, self.decoder, strict=True):
             skip = skips.pop()
             x = fit_size(up(x), skip.shape[2:])
             x = dec(torch.cat([x, skip], dim=1))  # (N, C_up + C_skip, D, H, W)
-        return self.head(x)
+            features.append(x)
+        return features or [x]

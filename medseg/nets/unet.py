@@ -61,4 +61,5 @@ class UNet3D(UShaped):
             self.upsample.append(Upsample(channels[i + 1], channels[i], strides[i + 1]))
             self.decoder.append(DoubleConv(block, block, 2 * channels[i], channels[i], kernel_sizes[i], 1,
                                            block_kwargs))
+        self.decoder_widths = [channels[i] for i in reversed(range(len(channels) - 1))]
         self.head = nn.Conv3d(channels[0], out_channels, 1)
