@@ -93,7 +93,7 @@ def load_recipe(path: str | Path) -> tuple[dict, list[int], tuple[int, int, int]
 
 def train_batch(path: str | Path) -> int:
     """Patches per training step of a recipe (data.batch_size cases × data.samples_per_case patches each)."""
-    data = yaml.safe_load(Path(path).read_text())["data"]  # load_recipe has checked the file
+    data = yaml.safe_load(Path(recipe_path(path)).read_text())["data"]  # load_recipe has checked the file
     try:
         return int(data.get("batch_size", 1)) * int(data.get("samples_per_case", 1))
     except (TypeError, ValueError) as e:
