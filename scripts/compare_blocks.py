@@ -100,8 +100,8 @@ def train_and_predict(job: dict, run: Path) -> dict:
 
     from medseg.bench import count_flops
     from medseg.cli import main
+    from medseg.inference.predictor import build_model, load_checkpoint
     from medseg.metrics import evaluate_case
-    from medseg.predict import build_model, load_checkpoint
 
     # no validation (held-out cases stay unseen); monitor=null: Lightning saves last.ckpt only beside a top-k save
     rc = main(["train", "--config", str(REPO / "configs" / "brats.yaml"), f"--data.datalist={job['datalist']}",
@@ -116,10 +116,10 @@ def train_and_predict(job: dict, run: Path) -> dict:
     timer = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Timer"))
     train_s, steps = timer["time_elapsed"]["train"], ckpt["global_step"]
     data = ckpt["datamodule_hyper_parameters"]
-    meta, state = load_checkpoint(ckpt_path)
-    net = build_model(meta, state, ckpt_path)
+    plan, state = load_checkpoint(ckpt_path)
+    net = build_model(plan, state, ckpt_path)
     with torch.inference_mode():
-        flops = count_flops(net, torch.zeros(1, len(meta["modalities"]), *meta["patch_size"]))
+        flops = count_flops(net, torch.zeros(1, len(plan.modalities), *plan.patch_size))
     cases = {}
     for case in job["heldout"]:
         out = run / "pred" / f"{case['case']}.nii.gz"
@@ -135,7 +135,7 @@ def train_and_predict(job: dict, run: Path) -> dict:
     return {"variant": job["variant"], "budget": job["budget"], "seed": job["seed"], "steps": steps,
             "train_s": train_s, "s_per_step": train_s / max(1, steps), "threads": job["threads"],
             "patches_per_step": data["batch_size"] * data["samples_per_case"],
-            "params": sum(p.numel() for p in net.parameters()), "flops": flops, "patch": meta["patch_size"],
+            "params": sum(p.numel() for p in net.parameters()), "flops": flops, "patch": list(plan.patch_size),
             "predict_s": float(np.mean([c["predict_s"] for c in cases.values()])),
             "dice": {r: float(np.mean([c[r] for c in cases.values()])) for r in regions}, "cases": cases,
             "train_args": job["train_args"]}
