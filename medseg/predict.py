@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.io import TIFF, write_mask
+from medseg.data.io import TIFF, is_image, write_mask
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name, group_cases, stem
 from medseg.inference.predictor import CasePrediction, Predictor
@@ -63,10 +63,8 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
 
 
 def _first_image(folder: Path) -> list[str]:
-    """Any image under a folder, to choose the default model by its type."""
-    for files in group_cases(folder, ["?"]).values():
-        return files[:1]
-    return []
+    """The first image under a folder, to choose the default model by its type."""
+    return [str(p) for p in sorted(folder.rglob("*")) if p.is_file() and is_image(p)][:1]
 
 
 def output_path(case: str, output: str | None, em: bool) -> Path:
