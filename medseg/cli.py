@@ -3,6 +3,7 @@
 Bad input → one `error: …` line on stderr and exit code 2 (`--debug` shows the traceback)."""
 
 import argparse
+import os
 import sys
 
 from medseg import __version__
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         from medseg.demo import demo
 
         return demo(args.output, args.minutes)
+    except BrokenPipeError:  # `medseg models | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except Exception as e:
         cause = user_error(e)
         if debug or cause is None:

@@ -114,3 +114,20 @@ def test_inputs_are_untouched_by_a_folder_run(tmp_path, tiny_ckpt):
     assert main(["predict", str(cases), "--model", str(tiny_ckpt), "--output", str(tmp_path / "o")]) == 0
     for f in copy.rglob("*.nii.gz"):
         assert f.read_bytes() == (cases / f.relative_to(copy)).read_bytes()
+
+
+def test_models_lists_the_bundled_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "brats (default for MRI)" in out and "em-membrane (default for EM)" in out
+    assert "inputs:  flair, t1ce" in out
+
+
+def test_predict_without_model_uses_the_bundled_one(tmp_path, monkeypatch):
+    case = write_case(tmp_path, "d", seed=4, with_label=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(case)]) == 0
+    written, source = nib.load(tmp_path / "d_pred.nii.gz"), nib.load(case / "d_flair.nii.gz")
+    assert written.shape == source.shape
+    np.testing.assert_array_equal(written.get_sform(), source.get_sform())
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
