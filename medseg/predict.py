@@ -78,14 +78,13 @@ def output_path(case: str, output: str | None, em: bool) -> Path:
 def predict_one(predictor: Predictor, files: list[str], case: str | None, output: str | None,
                 options: Options) -> Path:
     start = time.perf_counter()
-    picked = predictor.channels(files, options.channels)
-    case = case or _case_name(picked[0].path, predictor)
+    case = case or _case_name(files[0], predictor)
     out = output_path(case, output, Path(files[0]).suffix.lower() in TIFF)
     _check_outputs(out, files, options.overwrite)
     prediction = predictor.predict_case(files, options.channels)
     write_outputs(predictor, prediction, out, options, None)
     mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
-                        for m, c in zip(predictor.plan.modalities, picked, strict=True))
+                        for m, c in zip(predictor.plan.modalities, prediction.channels, strict=True))
     found = ", ".join(f"{r} {int((p > 0.5).sum())}" for r, p in zip(predictor.plan.regions, prediction.probabilities,
                                                                      strict=True))
     print(f"channels: {mapping}")

@@ -105,6 +105,7 @@ class CasePrediction:
     probabilities: np.ndarray  # (R, X, Y, Z) float32 in [0, 1] on the input's voxel grid
     reference: Volume  # the first channel file: the grid and header every output copies
     image: np.ndarray  # (C, X, Y, Z) the input channels in model order (for previews)
+    channels: list[Channel]  # which file (and 4D channel) fed each of the model's modalities
 
 
 class Predictor:
@@ -147,7 +148,7 @@ class Predictor:
         out = nested(restored["pred"].numpy().astype(np.float32).clip(0, 1), self.plan)  # (R, X, Y, Z), input grid
         if out.shape[1:] != reference.array.shape[:3]:
             raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
-        return CasePrediction(out, reference, image.numpy())
+        return CasePrediction(out, reference, image.numpy(), picked)
 
     def labels(self, prediction: CasePrediction) -> np.ndarray:
         """(X, Y, Z) label map in the model's convention: each region thresholded at 0.5."""
