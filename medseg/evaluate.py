@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.io import Volume, atomic_write, is_image, read_volume, suffix
+from medseg.data.io import Volume, atomic_write, is_image, read_volume, stem, suffix
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
 from medseg.metrics import DEFAULT_TOLERANCE_MM, evaluate_case
@@ -28,8 +28,8 @@ AFFINE_TOLERANCE = 1e-3  # of a voxel: NIfTI stores affines as float32, so equal
 
 def case_name(path: Path) -> str:
     """`BraTS2021_00006_seg.nii.gz`, `BraTS2021_00006_pred.nii.gz` → `BraTS2021_00006`."""
-    stem = path.name[: -len(suffix(path))] if suffix(path) else path.name
-    return ROLE_SUFFIX.sub("", stem) or stem
+    name = stem(path)
+    return ROLE_SUFFIX.sub("", name) or name
 
 
 def find_cases(path: Path) -> dict[str, Path]:

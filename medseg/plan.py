@@ -49,9 +49,9 @@ class Plan:
     @classmethod
     def from_data(cls, data: Mapping) -> "Plan":
         """The data side, from the datamodule's arguments."""
-        tup = lambda v: tuple(v) if v is not None else None  # noqa: E731
-        return cls(tuple(data["modalities"]), data["label_convention"], tup(data["spacing"]), tup(data["voxel_size"]),
-                   bool(data["crop_foreground"]), data["normalize"], tuple(data["patch_size"]))
+        return cls(tuple(data["modalities"]), data["label_convention"], _tuple(data["spacing"]),
+                   _tuple(data["voxel_size"]), bool(data["crop_foreground"]), data["normalize"],
+                   tuple(data["patch_size"]))
 
     def with_net(self, arch: str, net: Mapping) -> "Plan":
         return replace(self, arch=arch, net={k: net[k] for k in NET_KEYS})

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.io import TIFF, is_image, write_mask
+from medseg.data.io import TIFF, is_image, stem, suffix, write_mask
 from medseg.errors import MedsegError
-from medseg.inference.channels import case_name, group_cases, stem
+from medseg.inference.channels import case_name, group_cases
 from medseg.inference.predictor import CasePrediction, Predictor
 from medseg.inference.preview import write_preview, write_stats
 from medseg.inference.writers import write_probabilities
@@ -67,8 +67,12 @@ def _first_image(folder: Path) -> list[str]:
     return [str(p) for p in sorted(folder.rglob("*")) if p.is_file() and is_image(p)][:1]
 
 
-def output_path(case: str, output: str | None, em: bool) -> Path:
-    ext = ".tif" if em else ".nii.gz"
+def mask_suffix(files: list[str]) -> str:
+    """EM TIFF stacks get TIFF masks; everything else NIfTI."""
+    return ".tif" if files and suffix(files[0]) in TIFF else ".nii.gz"
+
+
+def output_path(case: str, output: str | None, ext: str) -> Path:
     if output is None:
         return Path.cwd() / f"{case}_pred{ext}"
     out = Path(output)
@@ -79,7 +83,7 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
                 options: Options) -> Path:
     start = time.perf_counter()
     case = case or _case_name(files[0], predictor)
-    out = output_path(case, output, Path(files[0]).suffix.lower() in TIFF)
+    out = output_path(case, output, mask_suffix(files))
     _check_outputs(out, files, options.overwrite)
     prediction = predictor.predict_case(files, options.channels)
     write_outputs(predictor, prediction, out, options, None)
@@ -127,7 +131,7 @@ def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: P
     failed, skipped, written = [], [], []
     start = time.perf_counter()
     for case, files in tqdm(cases.items(), desc="cases", unit="case"):
-        out = out_dir / f"{case}{'.tif' if files and Path(files[0]).suffix.lower() in TIFF else '.nii.gz'}"
+        out = out_dir / f"{case}{mask_suffix(files)}"
         if out.exists() and not options.overwrite:
             skipped.append(case)
             continue

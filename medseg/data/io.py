@@ -43,6 +43,12 @@ def suffix(path: str | Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def stem(path: str | Path) -> str:
+    """The file name without its image extension (`case_flair.nii.gz` -> `case_flair`)."""
+    path = Path(path)
+    return path.name[: -len(suffix(path))] if suffix(path) else path.name
+
+
 def is_image(path: str | Path) -> bool:
     return suffix(path) in NIFTI + ITK + TIFF + HDF5
 

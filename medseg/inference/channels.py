@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.data.io import is_image, suffix
+from medseg.data.io import is_image, stem
 from medseg.errors import MedsegError
 
 ALIASES = {  # modality -> name tokens that mean it (lower case)
@@ -31,11 +31,6 @@ class Channel:
 
     path: str
     index: int | None = None
-
-
-def stem(path: str | Path) -> str:
-    path = Path(path)
-    return path.name[: -len(suffix(path))] if suffix(path) else path.name
 
 
 def tokens(path: str | Path) -> list[str]:
