@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="network in channels_last_3d (default: on for CPU, where it is faster)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (warm-up time is reported)")
+    em = p.add_argument_group("EM neuron models (em_boundary / em_affinity): decoding to ids, medseg.em.decode")
+    em.add_argument("--min-distance", type=int, default=3, help="seeds closer than this many voxels are one "
+                    "(default: 3; larger merges more)")
+    em.add_argument("--min-size", type=int, default=64, help="segments below this many voxels join a neighbour "
+                    "(default: 64)")
+    em.add_argument("--chunk", type=int, metavar="SECTIONS", help="an HDF5 volume larger than memory: predict and "
+                    "decode this many z sections at a time into an HDF5 id volume (ids joined across slabs)")
+    em.add_argument("--merge-below", type=float, default=0.35, help="merge neighbours whose contact has a mean "
+                    "boundary probability below this (default: 0.35; 0 turns merging off)")
     sub.add_parser("models", help="list the bundled models: inputs, outputs, measured Dice, licence")
     e = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes (EM: VOI, adapted Rand, membrane F1)")
     e.add_argument("pred", help="predicted label map, or a folder of them (<case>_pred.nii.gz, <case>.nii.gz, ...)")
@@ -115,11 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
             return search(rest)
         if command == "predict":
+            from medseg.em.decode import DecodeParams
             from medseg.predict import Options, predict
 
-            options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats)
+            options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats,
+                              args.chunk)
+            decode = DecodeParams(min_distance=args.min_distance, min_size=args.min_size,
+                                  merge_below=args.merge_below or None)
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
-                           tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options)
+                           tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options,
+                           decode=decode)
         if command == "models":
             from medseg.models.listing import list_models
 

@@ -117,7 +117,10 @@ def check_grid(pred: Volume, truth: Volume) -> None:
 
 def evaluate(pred: str | Path, gt: str | Path, convention: str = "brats2021",
              tolerance: float = DEFAULT_TOLERANCE_MM, instances: bool = False) -> dict:
-    """{"cases": {case: {region: {metric: value}}}, "summary": {region: {metric: {mean, sd, median}}}}."""
+    """{"cases": {case: {region: {metric: value}}}, "summary": {region: {metric: {mean, sd, median}}}}.
+
+    instances: both volumes hold neuron ids (any non-negative integers), whatever `convention` says."""
+    convention = "em_boundary" if instances else convention
     try:
         get_convention(convention)
     except ValueError as e:

@@ -20,6 +20,12 @@ class Convention:
     paint: tuple[tuple[str, int], ...]  # decode order: later regions overwrite earlier ones
     fill: int = 0  # label value where no region is predicted (EM: 255 = cell interior, as ISBI 2012's labels)
     required: int | None = None  # a value every label volume must hold, or its target region is empty (EM: 0)
+    targets: Literal["regions", "boundary", "affinity"] = "regions"  # EM instances: maps made from neuron ids
+
+    @property
+    def instances(self) -> bool:
+        """Labels are neuron ids: trained on boundary/affinity maps (medseg.em.targets), decoded to ids."""
+        return self.targets != "regions"
 
     def check(self, values: np.ndarray, where: str, training: bool = True) -> None:
         """Raise ValueError naming `where` if a label value does not belong to this convention, or, for training,
@@ -74,6 +80,11 @@ CONVENTIONS: dict[str, Convention] = {
     # 255 = interior, as ISBI 2012's labels
     "em_membrane": Convention("em_membrane", None, {"membrane": frozenset({0})}, (("membrane", 0),), fill=255,
                               required=0),
+    # EM neurons: label volumes hold one id per neuron (0 = boundary or unlabelled); trained on a boundary map or
+    # on 3 nearest-neighbour affinities; predicted as uint32 neuron ids (medseg.em.decode)
+    "em_boundary": Convention("em_boundary", None, {"boundary": frozenset()}, (), targets="boundary"),
+    "em_affinity": Convention("em_affinity", None, {f"affinity_{a}": frozenset() for a in "xyz"}, (),
+                              targets="affinity"),
 }
 ConventionName = Literal[tuple(CONVENTIONS)]
 

@@ -11,10 +11,15 @@ from monai.metrics import compute_dice
 from torch import nn
 
 from medseg.blocks import BlockKind, embed_config_file
+from medseg.em.decode import decode
+from medseg.em.loss import MaskedDiceBCE
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
+from medseg.metrics import instance_metrics
 from medseg.nets import ArchKind, build_net
 from medseg.speed import compile_net, to_channels_last, use_channels_last
+
+INSTANCE_SCORES = ["adapted_rand_error", "voi_split", "voi_merge"]  # EM neuron ids, lower is better
 
 
 class SegModule(pl.LightningModule):
@@ -58,7 +63,10 @@ class SegModule(pl.LightningModule):
         self.convention = get_convention(label_convention)
         self.regions = list(self.convention.regions)
         self.net = build_net(arch, len(modalities), len(self.regions), **self.net_kwargs())
-        self.loss = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1e-5, squared_pred=True, batch=True)
+        if self.convention.instances:  # EM neuron ids: boundary/affinity maps with ignored voxels
+            self.loss = MaskedDiceBCE()
+        else:
+            self.loss = DiceCELoss(sigmoid=True, smooth_nr=0, smooth_dr=1e-5, squared_pred=True, batch=True)
         self.aux_heads = nn.ModuleList()
         if deep_supervision:
             widths = self.net.decoder_widths[1:-1][::-1]  # below full resolution, highest first; lowest dropped
@@ -68,7 +76,8 @@ class SegModule(pl.LightningModule):
             self.aux_heads.extend(nn.Conv3d(w, len(self.regions), 1) for w in widths)
             weights = [0.5**i for i in range(len(widths) + 1)]
             self.loss = DeepSupervisionLoss(self.loss, weights=[w / sum(weights) for w in weights])
-        self.val_rows: list[torch.Tensor] = []  # per validation case: dataset index, then Dice per region
+        self.val_rows: list[torch.Tensor] = []  # per validation case: dataset index, then each of val_names
+        self.val_names = INSTANCE_SCORES if self.convention.instances else [f"dice_{r}" for r in self.regions]
 
     def net_kwargs(self) -> dict:
         h = self.hparams
@@ -97,18 +106,26 @@ class SegModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """Dice per case and region; returns the predicted regions (for the wandb slices)."""
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        """Dice per case and region; returns the predicted regions (for the wandb slices). EM neuron ids: the
+        prediction decoded to ids (as predict does) and scored by adapted Rand error and VOI against the ids."""
         patch = self.trainer.datamodule.plan.patch_size
         logits = sliding_window_inference(batch["image"], patch, 2, self.net, overlap=self.hparams.sw_overlap,
                                           mode="gaussian")
+        index = batch["index"][:, None].float()
+        if self.convention.instances:
+            ids = decode(logits[0].float().sigmoid().cpu().numpy(), self.convention.targets)
+            scores = instance_metrics(ids, batch["label"][0, 0].cpu().numpy())
+            row = torch.tensor([[scores[k] for k in INSTANCE_SCORES]]).to(index)
+            self.val_rows.append(torch.cat([index, row], dim=1))
+            return None
         pred = logits.sigmoid() > 0.5
         dice = compute_dice(pred, batch["label"] > 0.5, include_background=True, ignore_empty=False)  # (B, R)
-        self.val_rows.append(torch.cat([batch["index"][:, None].to(dice), dice], dim=1))
+        self.val_rows.append(torch.cat([index, dice.to(index)], dim=1))
         return pred
 
     def on_validation_epoch_end(self) -> None:
-        """Mean Dice over the validation cases, the same on every rank and the same as in a single process.
+        """Mean scores over the validation cases, the same on every rank and the same as in a single process.
 
         Under DDP each rank holds its shard; Lightning's DistributedSampler pads the shards to equal length by
         repeating cases, so rows are gathered from all ranks and each case is counted once (by dataset index).
@@ -118,11 +135,14 @@ class SegModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             rows = self.all_gather(rows).reshape(-1, rows.shape[1])
         per_case = {int(row[0]): row[1:] for row in rows}
-        scores = torch.stack(list(per_case.values())).nanmean(dim=0)  # (R,)
+        scores = torch.stack(list(per_case.values())).nanmean(dim=0)  # (len(val_names),)
         # sync_dist only averages equal values here; it keeps Lightning from warning about epoch-level DDP logs
-        for name, value in zip(self.regions, scores, strict=True):
-            self.log(f"val/dice_{name}", value, sync_dist=True)
-        self.log("val/dice_mean", scores.mean(), prog_bar=True, sync_dist=True)
+        for name, value in zip(self.val_names, scores, strict=True):
+            self.log(f"val/{name}", value, sync_dist=True, prog_bar=self.convention.instances)
+        if self.convention.instances:
+            self.log("val/voi", scores[1] + scores[2], sync_dist=True)
+        else:
+            self.log("val/dice_mean", scores.mean(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

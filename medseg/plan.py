@@ -73,8 +73,10 @@ class Plan:
         return preprocess(keys, self.spacing, self.crop_foreground, self.normalize == "nonzero")
 
     def case_transform(self, with_label: bool = False) -> T.Compose:
-        """Files -> normalised (C, X, Y, Z) image (and (R, X, Y, Z) region masks): training and validation."""
-        steps = [self.loader(with_label)] + ([LabelToRegionsd(self.convention)] if with_label else [])
+        """Files -> normalised (C, X, Y, Z) image (and (R, X, Y, Z) region masks, or (1, X, Y, Z) neuron ids):
+        training and validation."""
+        to_regions = with_label and not self.convention.instances  # neuron ids stay ids until after augmentation
+        steps = [self.loader(with_label)] + ([LabelToRegionsd(self.convention)] if to_regions else [])
         return T.Compose(steps + self.preprocessing(with_label))
 
     def key(self) -> str:

@@ -6,6 +6,7 @@ the output folder; existing outputs are skipped unless `--overwrite`, so a kille
 a bad case prints its `error:` line while the others still run.
 """
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -14,11 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.io import TIFF, is_image, stem, suffix, write_mask
+from medseg.data.io import HDF5, TIFF, atomic_write, is_image, stem, suffix, write_mask
+from medseg.em.chunked import predict_h5
+from medseg.em.decode import DEFAULT_DECODE, DecodeParams, boundary_map
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name, group_cases
 from medseg.inference.predictor import CasePrediction, Predictor
-from medseg.inference.preview import write_preview, write_stats
+from medseg.inference.preview import instance_stats, write_instance_preview, write_preview, write_stats
 from medseg.inference.writers import write_probabilities
 from medseg.models import default_model
 
@@ -32,11 +35,12 @@ class Options:
     probabilities: str | None = None
     preview: str | None = None
     stats: str | None = None
+    chunk: int | None = None  # EM HDF5 volumes: predict and decode this many sections at a time (medseg.em.chunked)
 
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
             overlap: float = 0.5, tta: bool = False, channels_last: bool | None = None, compile: bool = False,
-            options: Options | None = None) -> int:
+            options: Options | None = None, decode: DecodeParams = DEFAULT_DECODE) -> int:
     """Segment one case or a folder of cases; returns the exit code (2 when any case failed)."""
     options = options or Options()
     paths = [Path(p) for p in inputs]
@@ -47,7 +51,9 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
     predictor = Predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                          compile=compile)
+                          compile=compile, decode=decode)
+    if options.chunk:
+        return predict_large(predictor, paths, output, options)
     if paths[0].is_dir():
         cases = group_cases(paths[0], predictor.plan.modalities)
         if not cases:
@@ -62,14 +68,29 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     return 0
 
 
+def predict_large(predictor: Predictor, paths: list[Path], output: str | None, options: Options) -> int:
+    """One HDF5 volume, slab by slab, into an HDF5 id volume (medseg.em.chunked)."""
+    if len(paths) != 1 or suffix(paths[0]) not in HDF5:
+        raise MedsegError("--chunk takes one HDF5 volume (.h5)")
+    out = output_path(stem(paths[0]), output, ".h5")
+    if suffix(out) not in HDF5:
+        raise MedsegError(f"{out}: --chunk writes HDF5 (.h5)")
+    _check_outputs(out, [str(paths[0])], options.overwrite)
+    start = time.perf_counter()
+    count = predict_h5(predictor, paths[0], out, options.chunk)
+    print(f"wrote {out} ({count} neuron ids; {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _first_image(folder: Path) -> list[str]:
     """The first image under a folder, to choose the default model by its type."""
     return [str(p) for p in sorted(folder.rglob("*")) if p.is_file() and is_image(p)][:1]
 
 
 def mask_suffix(files: list[str]) -> str:
-    """EM TIFF stacks get TIFF masks; everything else NIfTI."""
-    return ".tif" if files and suffix(files[0]) in TIFF else ".nii.gz"
+    """EM TIFF stacks get TIFF masks, HDF5 stacks HDF5; everything else NIfTI."""
+    ext = suffix(files[0]) if files else ""
+    return ".tif" if ext in TIFF else ".h5" if ext in HDF5 else ".nii.gz"
 
 
 def output_path(case: str, output: str | None, ext: str) -> Path:
@@ -86,19 +107,23 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     out = output_path(case, output, mask_suffix(files))
     _check_outputs(out, files, options.overwrite)
     prediction = predictor.predict_case(files, options.channels)
-    write_outputs(predictor, prediction, out, options, None)
+    labels = write_outputs(predictor, prediction, out, options, None)
     mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
                         for m, c in zip(predictor.plan.modalities, prediction.channels, strict=True))
-    found = ", ".join(f"{r} {int((p > 0.5).sum())}" for r, p in zip(predictor.plan.regions, prediction.probabilities,
-                                                                     strict=True))
+    if predictor.plan.convention.instances:
+        found = f"{instance_stats(labels)['neurons']} neuron ids"
+    else:
+        found = "voxels " + ", ".join(f"{r} {int((p > 0.5).sum())}" for r, p in zip(
+            predictor.plan.regions, prediction.probabilities, strict=True))
     print(f"channels: {mapping}")
-    print(f"wrote {out} ({case}: voxels {found}; {time.perf_counter() - start:.1f} s)")
+    print(f"wrote {out} ({case}: {found}; {time.perf_counter() - start:.1f} s)")
     return out
 
 
 def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, options: Options,
-                  case: str | None) -> None:
-    """The mask, then what was asked besides it; in folder mode (`case` given) the option paths are folders."""
+                  case: str | None) -> np.ndarray:
+    """The mask, then what was asked besides it; in folder mode (`case` given) the option paths are folders.
+    Returns the label map (EM neuron models: the ids)."""
     labels = predictor.labels(prediction)
     reference = prediction.reference
     write_mask(labels, reference, out)
@@ -107,11 +132,21 @@ def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, o
         write_probabilities(prediction.probabilities, reference, at(options.probabilities, ".nii.gz"))
     zooms = np.linalg.norm(reference.affine[:3, :3], axis=0)  # voxel size per axis (mm; nm for EM)
     convention = predictor.plan.label_convention
+    if predictor.plan.convention.instances:
+        if options.preview:
+            boundary = boundary_map(prediction.probabilities, predictor.plan.convention.targets)
+            write_instance_preview(prediction.image[0], boundary, labels,
+                                   at(options.preview, "_preview.png"))
+        if options.stats:
+            stats = json.dumps(instance_stats(labels), indent=2) + "\n"
+            atomic_write(at(options.stats, "_stats.json"), lambda p: p.write_text(stats))
+        return labels
     if options.preview:
         write_preview(np.moveaxis(prediction.image, 0, -1), labels, convention, at(options.preview, "_preview.png"),
                       zooms, reference.affine)
     if options.stats:
         write_stats(labels, convention, zooms, at(options.stats, "_stats.json"))
+    return labels
 
 
 def _case_name(path: str, predictor: Predictor) -> str:

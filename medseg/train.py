@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from medseg.checkpoint import AtomicCheckpointIO, Checkpoint
 from medseg.data.datamodule import SegDataModule
 from medseg.errors import MedsegError
+from medseg.labels import get_convention
 from medseg.module import SegModule
 from medseg.resources import with_recipe_paths
 from medseg.tracking import SaveConfigAndLog, ValidationSlices, configure_wandb_logger, keep_private
@@ -55,6 +56,10 @@ class MedsegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         configure_wandb_logger(self.config["trainer"])
+        checkpoint = self.config.get("checkpoint")
+        if (checkpoint and checkpoint["monitor"] == "val/dice_mean"
+                and get_convention(self.config["data"]["label_convention"]).instances):
+            checkpoint["monitor"], checkpoint["mode"] = "val/adapted_rand_error", "min"  # EM ids: no Dice to rank by
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -87,6 +92,6 @@ def train(argv: list[str]) -> int:
         if isinstance(cli.trainer.logger, WandbLogger):
             cli.trainer.logger.experiment.finish()  # complete the run's files now, also when called in-process
         best = ckpt.best_model_score
-        print(f"best val/dice_mean: {best:.4f}" if best is not None else "no validation ran: no best.ckpt")
+        print(f"best {ckpt.monitor}: {best:.4f}" if best is not None else "no validation ran: no best.ckpt")
         print(f"checkpoints: {ckpt.dirpath}")
     return 0

@@ -15,6 +15,7 @@ from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dat
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.transforms import Augmentation, augment
+from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
 from medseg.labels import ConventionName, get_convention
 from medseg.plan import Plan
@@ -29,7 +30,9 @@ class SegDataModule(pl.LightningDataModule):
         root: BraTS-layout folder `<root>/<case>/<case>_<modality>.nii.gz` (+ `<case>_seg.nii.gz`).
         datalist: MSD-style JSON with `training` (and optional `validation`) lists; used instead of `root`.
         modalities: channel names in model order (BraTS: the exact file-name suffixes).
-        label_convention: brats2021 | brats2013 | brats2023 | msd | em_membrane.
+        label_convention: brats2021 | brats2013 | brats2023 | msd | em_membrane | em_boundary | em_affinity
+            (the last two: neuron-id volumes, trained on maps made from each augmented patch, medseg.em.targets).
+        ignore_unlabelled: EM ids only: 0 means "not annotated" (left out of the loss) rather than "boundary".
         spacing: target voxel spacing (mm, in RAS axis order) or null to keep the native grid.
         voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
         crop_foreground: crop to the non-zero box (skull-stripped MRI); off for EM.
@@ -61,6 +64,7 @@ class SegDataModule(pl.LightningDataModule):
         samples_per_case: int = 2,
         steps_per_epoch: int | None = None,
         augmentation: Augmentation = "light",
+        ignore_unlabelled: bool = False,
         val_cases: int = 1,
         num_workers: int = 0,
         cache_rate: float = 1.0,
@@ -107,6 +111,8 @@ class SegDataModule(pl.LightningDataModule):
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
+        if self.convention.instances:
+            sampling.append(InstanceTargetsd(self.convention.targets, h.ignore_unlabelled))
         train_tf = T.Compose([*self.preprocessed().transforms, *sampling])
         workers = min(h.num_workers, 4) or None
         self.train_ds = make_dataset(train, train_tf, h.cache, self.disk_cache_dir(), h.cache_rate, workers)

@@ -191,9 +191,22 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def zyx(array: np.ndarray) -> np.ndarray:
+    """(X, Y, Z[, C]) -> (Z, Y, X[, C]): EM stacks are stored z first."""
+    return np.ascontiguousarray(np.swapaxes(array, 0, 2))
+
+
+def write_h5(path: Path, array: np.ndarray, voxel_size: np.ndarray) -> None:
+    """One gzip-compressed dataset `main` (PyTorch Connectomics' name), its (z, y, x) voxel size in nm as an
+    attribute (`resolution`, as CREMI files)."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("main", data=array, compression="gzip", chunks=True)
+        f["main"].attrs["resolution"] = voxel_size
+
+
 def write_mask(mask: np.ndarray, reference: Volume, out: Path) -> None:
-    """Write a (X, Y, Z[, R]) array (uint8 mask, float probabilities) on the reference's grid with its header copied
-    (sform, qform, codes, units)."""
+    """Write a (X, Y, Z[, R]) array (uint8 mask, uint32 neuron ids, float probabilities) on the reference's grid
+    with its header copied (sform, qform, codes, units); EM stacks as TIFF, HDF5 or NIfTI (in micrometres)."""
     out_ext = suffix(out)
     if isinstance(reference.source, nib.spatialimages.SpatialImage) and out_ext in NIFTI:
         header = reference.source.header.copy()
@@ -207,7 +220,9 @@ def write_mask(mask: np.ndarray, reference: Volume, out: Path) -> None:
         img.CopyInformation(reference.source)
         atomic_write(out, lambda p: sitk.WriteImage(img, str(p), True))
     elif reference.source is None and out_ext in TIFF:
-        atomic_write(out, lambda p: tifffile.imwrite(p, mask.transpose(2, 1, 0), compression="zlib"))
+        atomic_write(out, lambda p: tifffile.imwrite(p, zyx(mask), compression="zlib"))
+    elif reference.source is None and out_ext in HDF5:
+        atomic_write(out, lambda p: write_h5(p, zyx(mask), np.diag(reference.affine)[2::-1]))
     elif out_ext in NIFTI:  # an ITK or EM input written as NIfTI: both xforms from its affine, code 1
         em = reference.source is None
         affine = np.diag([*(np.diag(reference.affine)[:3] / 1000.0), 1.0]) if em else reference.affine  # nm -> um

@@ -21,6 +21,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from medseg.data.io import NIFTI, Volume, suffix
+from medseg.em.decode import DEFAULT_DECODE, DecodeParams, decode
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
 from medseg.models import resolve_model
@@ -113,15 +114,16 @@ class Predictor:
 
     model: a checkpoint path, or the name of a bundled model (`medseg models`).
     channels_last / compile: medseg.speed.prepare_net (None: the faster memory format for the device).
+    decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode); unused by other models.
     """
 
     def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
-                 channels_last: bool | None = None, compile: bool = False):
+                 channels_last: bool | None = None, compile: bool = False, decode: DecodeParams = DEFAULT_DECODE):
         if not 0 <= overlap < 1:
             raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
         self.source = resolve_model(model)
         self.plan, state = load_checkpoint(self.source)
-        self.device, self.overlap, self.tta = pick_device(device), overlap, tta
+        self.device, self.overlap, self.tta, self.decode = pick_device(device), overlap, tta, decode
         self.net = prepare_net(build_model(self.plan, state, self.source), self.device, channels_last, compile,
                                (2, len(self.plan.modalities), *self.plan.patch_size), autocast_dtype(self.device))
         self.preprocess = T.Compose(self.plan.preprocessing())
@@ -135,24 +137,32 @@ class Predictor:
         """Region probabilities of one case on the grid of its first channel file."""
         picked = self.channels(files, channels)
         image, reference = self.plan.loader().read_image([c.path for c in picked], [c.index for c in picked])
+        out = self.probabilities(image, reference.path)
+        if out.shape[1:] != reference.array.shape[:3]:
+            raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
+        return CasePrediction(out, reference, image.numpy(), picked)
+
+    def probabilities(self, image: MetaTensor, where: Path) -> np.ndarray:
+        """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid."""
         data = self.preprocess({"image": image})
         logits = infer(self.net, data["image"][None].as_tensor(), self.plan.patch_size, self.overlap, self.device,
                        self.tta)
         if not torch.isfinite(logits).all():
-            raise MedsegError(f"{reference.path}: the network output is not finite (NaN or inf); on an old GPU try "
+            raise MedsegError(f"{where}: the network output is not finite (NaN or inf); on an old GPU try "
                               "--device cpu, or check the input's intensities")
         probs = MetaTensor(logits[0].sigmoid(), meta=data["image"].meta)
         probs.applied_operations = data["image"].applied_operations
         restored = T.Invertd("pred", self.preprocess, orig_keys="image", nearest_interp=False)(
             {"pred": probs, "image": data["image"]})
-        out = nested(restored["pred"].numpy().astype(np.float32).clip(0, 1), self.plan)  # (R, X, Y, Z), input grid
-        if out.shape[1:] != reference.array.shape[:3]:
-            raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
-        return CasePrediction(out, reference, image.numpy(), picked)
+        return nested(restored["pred"].numpy().astype(np.float32).clip(0, 1), self.plan)  # (R, X, Y, Z)
 
     def labels(self, prediction: CasePrediction) -> np.ndarray:
-        """(X, Y, Z) label map in the model's convention: each region thresholded at 0.5."""
-        return self.plan.convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
+        """(X, Y, Z) label map in the model's convention: each region thresholded at 0.5; for EM neuron models,
+        uint32 neuron ids decoded from the boundary/affinity maps."""
+        convention = self.plan.convention
+        if convention.instances:
+            return decode(prediction.probabilities, convention.targets, self.decode)
+        return convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
 
 
 def nested(probabilities: np.ndarray, plan: Plan) -> np.ndarray:
@@ -160,7 +170,10 @@ def nested(probabilities: np.ndarray, plan: Plan) -> np.ndarray:
 
     The label map paints later regions over earlier ones, so a voxel with ET > 0.5 is in TC and WT of the written
     mask; with this, thresholding each probability map at 0.5 gives exactly the written mask's regions.
+    EM boundary/affinity maps are not regions of labels and are returned as they are.
     """
+    if plan.convention.instances:
+        return probabilities
     labels = list(plan.convention.regions.values())
     out = probabilities.copy()
     for i, outer in enumerate(labels):

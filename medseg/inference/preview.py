@@ -130,3 +130,27 @@ def compose(panels: list[Image.Image], colours: dict[str, tuple[int, int, int]])
         draw.text((x + 14, height + 4), region, fill="white")
         x += 20 + 7 * len(region) + 8
     return canvas
+
+
+def write_instance_preview(image: np.ndarray, boundary: np.ndarray, ids: np.ndarray, out_png: str | Path) -> None:
+    """EM neuron ids at a glance: the middle section (fixed z) of the raw image, the predicted boundary map and
+    the ids in random colours over the image, side by side, each as a TIFF viewer shows the section (rows y)."""
+    z = ids.shape[2] // 2
+    section = lambda volume: np.ascontiguousarray(volume[:, :, z].T)  # noqa: E731  (X, Y) -> rows y, columns x
+    raw = section(window(image))
+    palette = np.random.default_rng(0).integers(40, 256, size=(int(ids.max()) + 1, 3)).astype(np.float32)
+    coloured = (1 - ALPHA) * np.repeat(raw[..., None], 3, 2) + ALPHA * palette[section(ids)]
+    panels = [np.repeat(raw[..., None], 3, 2), np.repeat(section(window(boundary))[..., None], 3, 2),
+              coloured.round().astype(np.uint8)]
+    scale = max(1, PANEL_PX // max(raw.shape))
+    canvas = compose([Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.Resampling.NEAREST)
+                      for p in panels], {})
+    atomic_write(Path(out_png), lambda p: canvas.save(p, format="PNG"))
+
+
+def instance_stats(ids: np.ndarray) -> dict[str, float]:
+    """How many neuron ids a prediction holds and how large they are (voxels)."""
+    sizes = np.bincount(ids.ravel())[1:]
+    sizes = sizes[sizes > 0]
+    return {"neurons": int(sizes.size), "voxels_median": float(np.median(sizes)) if sizes.size else 0.0,
+            "voxels_max": int(sizes.max(initial=0))}
