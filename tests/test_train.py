@@ -21,7 +21,9 @@ def test_every_recipe_parses(capsys, recipe):
     config = print_config(capsys, "--config", str(REPO / "configs" / recipe))
     assert config["data"]["modalities"] and config["data"]["label_convention"]
     assert "modalities" not in config["model"]  # linked from data, so not set twice
-    assert config["checkpoint"]["monitor"] == "val/dice_mean" and config["checkpoint"]["mode"] == "max"
+    neurons = config["data"]["label_convention"] in ("em_boundary", "em_affinity")  # ranked by adapted Rand error
+    expected = ("val/adapted_rand_error", "min") if neurons else ("val/dice_mean", "max")
+    assert (config["checkpoint"]["monitor"], config["checkpoint"]["mode"]) == expected
     assert config["trainer"]["logger"]["class_path"].endswith("WandbLogger")
 
 
