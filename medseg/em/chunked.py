@@ -22,6 +22,7 @@ from tqdm import tqdm
 from medseg.data.io import atomic_write
 from medseg.em.decode import DecodeParams, decode
 from medseg.errors import MedsegError
+from medseg.inference.predictor import Predictor
 
 # (z0, z1) -> (R, X, Y, z1 - z0) probabilities of those sections (the volume's z range, clipped)
 ProbabilitySource = Callable[[int, int], np.ndarray]
@@ -65,7 +66,7 @@ def relabel(ids: np.ndarray, written: np.ndarray | None, next_id: int) -> np.nda
     return mapping[ids]
 
 
-def predict_h5(predictor, path: Path, out: Path, chunk: int, halo: int | None = None) -> int:
+def predict_h5(predictor: Predictor, path: Path, out: Path, chunk: int, halo: int | None = None) -> int:
     """`medseg predict big.h5 --chunk N --output ids.h5`: read and write slab by slab. Returns the id count."""
     kind = predictor.plan.convention.targets
     if not predictor.plan.convention.instances:
@@ -90,8 +91,11 @@ def predict_h5(predictor, path: Path, out: Path, chunk: int, halo: int | None = 
                 ids = g.create_dataset("main", (depth, height, width), dtype=np.uint32, compression="gzip",
                                        chunks=(min(depth, 16), min(height, 256), min(width, 256)))
                 ids.attrs["resolution"] = voxel
-                return chunked_ids(probabilities, depth, kind, predictor.decode, chunk, halo,
-                                   lambda z0, z1, slab: ids.__setitem__(slice(z0, z1), slab.transpose(2, 1, 0)))
+
+                def write(z0: int, z1: int, slab: np.ndarray) -> None:
+                    ids[z0:z1] = slab.transpose(2, 1, 0)  # (X, Y, Z) -> (Z, Y, X)
+
+                return chunked_ids(probabilities, depth, kind, predictor.decode, chunk, halo, write)
 
         count: list[int] = []
         atomic_write(out, lambda target: count.append(write_all(target)))
