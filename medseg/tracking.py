@@ -93,8 +93,9 @@ class SaveConfigAndLog(SaveConfigCallback):
 
 
 class ValidationSlices(Callback):
-    """On rank 0 with a WandbLogger: per validation round, the axial slice with the most tumour of the first
-    `cases` cases, with the predicted and true masks overlaid (validation_step returns the predicted regions)."""
+    """On rank 0 with a WandbLogger: per validation round, the axial slice with the most tumour (EM: membrane) of
+    the first `cases` cases, with the predicted and true masks overlaid (validation_step returns the predicted
+    regions; EM neuron models return none and log no slices)."""
 
     def __init__(self, cases: int = 3):
         self.cases = cases
@@ -120,7 +121,7 @@ def overlay(image: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor, conven
     """(X, Y, Z) image and (R, X, Y, Z) region masks -> a uint8 slice, wandb mask overlays and a caption."""
     pred_labels = convention.from_regions(pred.cpu().numpy())
     true_labels = convention.from_regions(truth.cpu().numpy())
-    z = int((true_labels > 0).sum((0, 1)).argmax())
+    z = int((truth.cpu().numpy() > 0).any(0).sum((0, 1)).argmax())  # most voxels in a true region (EM: membrane)
     picture = image[..., z].float().cpu().numpy()
     picture = (picture - picture.min()) / max(float(np.ptp(picture)), 1e-6) * 255
     names = {value: region for region, value in convention.paint}

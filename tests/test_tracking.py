@@ -2,8 +2,11 @@
 
 import sys
 
+import torch
+
 from medseg.cli import main
-from medseg.tracking import REDACTED, redact
+from medseg.labels import get_convention
+from medseg.tracking import REDACTED, overlay, redact
 from tests.conftest import REPO, TINY_WANDB
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -41,3 +44,11 @@ def test_offline_run_logs_config_size_and_slices_but_no_key_or_command_line(brat
     recorded = b"".join(p.read_bytes() for p in run.rglob("*") if p.is_file())  # wandb files, config.yaml, ckpts
     assert FAKE_KEY.encode() not in recorded
     assert not [a for a in argv if a.startswith("--") and a.encode() in recorded], "the command line was recorded"
+
+
+def test_validation_slice_is_the_one_with_most_of_the_target_region():
+    """EM membranes are label 0 in the written mask: the slice is chosen by region voxels, not by non-zero labels."""
+    truth = torch.zeros(1, 6, 5, 4)
+    truth[0, :, :, 2] = 1  # membrane everywhere on z = 2 only
+    *_, caption = overlay(torch.rand(6, 5, 4), truth, truth, get_convention("em_membrane"), "em")
+    assert caption == "em z=2"
