@@ -1,4 +1,5 @@
-"""LightningModule: region-wise DiceCE training, full-volume sliding-window validation, self-describing checkpoints."""
+"""LightningModule: region-wise DiceCE training (EM neurons: masked BCE + Dice on boundary maps), sliding-window
+validation (EM neurons: decoded and scored by adapted Rand error), self-describing checkpoints."""
 
 import math
 
