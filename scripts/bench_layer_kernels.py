@@ -3,8 +3,8 @@
 For each (channels, size) of the brats recipe (8…128 channels at 64³…4³) and of the GPU recipe (32…320) it times,
 per block, a forward and a forward + backward of one 2-patch batch, in channels_last_3d (the CPU default):
   - conv, pmscn, sic and cakes as built (CAKES on NCDHW input: one conv per op, concatenated);
-  - CAKES on channels_last input, where it runs all its ops as one conv of zero-padded sub-kernels below
-    `Cakes.FUSE_BELOW` output channels, and `cakes separate`: the per-op convs forced on the same input.
+  - CAKES on channels_last input, where it runs all its ops as one conv of zero-padded sub-kernels (below
+    `Cakes.FUSE_BELOW` output channels: every width), and `cakes separate`: the per-op convs forced on the same input.
 Rounds are interleaved and the minimum is kept (the machine is shared); prints a markdown table the README quotes.
 
     python scripts/bench_layer_kernels.py [--threads 2] [--rounds 5]

@@ -40,6 +40,25 @@ def test_fused_cakes_equals_separate_convs():
     torch.testing.assert_close(block(x.contiguous(memory_format=CL)), separate, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("block", ["conv", "cakes"])
+def test_the_decoder_stays_channels_last_on_one_thread(block):
+    """With one thread oneDNN answers the 1×1×1 upsampling conv on the 4³ bottleneck in NCDHW; the decoder, and
+    every CAKES layer in it, would then run in the slow layout."""
+    net = to_channels_last(build_net("unet", 2, 3, block=block, channels=[4, 8, 16, 32, 64],
+                                     strides=[1, 2, 2, 2, 2], kernel_sizes=[3] * 5).eval())
+    layouts = []
+    for dec in net.decoder:
+        dec.register_forward_pre_hook(lambda m, i: layouts.append(i[0].is_contiguous(memory_format=CL)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            net(torch.randn(2, 2, 64, 64, 64).contiguous(memory_format=CL))
+    finally:
+        torch.set_num_threads(threads)
+    assert layouts == [True] * len(net.decoder)
+
+
 @pytest.mark.parametrize("arch", ["unet", "densenet"])
 @pytest.mark.parametrize("block", ["conv", "pmscn", "cakes", "sic"])
 def test_channels_last_net_equals_the_plain_net(arch, block):

@@ -63,6 +63,8 @@ class UShaped(nn.Module):
         for up, dec in zip(self.upsample, self.decoder, strict=True):
             skip = skips.pop()
             x = fit_size(up(x), skip.shape[2:])
+            if skip.is_contiguous(memory_format=torch.channels_last_3d):  # one thread: oneDNN's 1×1×1 conv on the
+                x = x.contiguous(memory_format=torch.channels_last_3d)  # 4³ bottleneck answers NCDHW (decoder too)
             x = dec(torch.cat([x, skip], dim=1))  # (N, C_up + C_skip, D, H, W)
             features.append(x)
         return features or [x]
