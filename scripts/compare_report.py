@@ -72,14 +72,18 @@ def caption(runs: list[dict]) -> str:
     steps = sorted({r["steps"] for r in runs if r["budget"] == "steps"})
     time_steps = [r["steps"] for r in runs if r["budget"] == "time"]
     timed = [r["train_s"] / 60 for r in runs if r["budget"] == "time"]
-    minutes = f"{statistics.median(timed):.1f} min" if timed else "–"
+    minutes = f"{statistics.median(timed):.1f} min" if timed else ""
     threads = sorted({r["threads"] for r in runs})
     cases = sorted(next(iter(runs))["cases"]) if runs else []
     patches = sorted({r["patches_per_step"] for r in runs})
-    return (f"{len(runs)} runs; seeds {seeds}; budgets: equal steps ({', '.join(map(str, steps))} steps, "
-            f"{'/'.join(map(str, patches))} patch(es) per step) and equal wall time ({minutes} of training after data "
-            f"caching, "
-            f"{min(time_steps, default=0)}–{max(time_steps, default=0)} steps reached); torch threads per run "
+    budgets = []
+    if steps:
+        budgets.append(f"equal steps ({', '.join(map(str, steps))} steps, {'/'.join(map(str, patches))} patch(es) "
+                       "per step)")
+    if timed:
+        budgets.append(f"equal wall time ({minutes} of training after data caching, {min(time_steps)}–"
+                       f"{max(time_steps)} steps reached)")
+    return (f"{len(runs)} runs; seeds {seeds}; budgets: {' and '.join(budgets)}; torch threads per run "
             f"{threads}. Dice: mean ± sd over seeds of each seed's mean over the held-out cases {cases}, predicted "
             "with the last checkpoint on their native grid by `medseg predict`. Params and GFLOP: the inference net "
             "(one patch forward); s/step and predict s: wall time on a shared CPU.")
