@@ -99,6 +99,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for budget, colour in (("steps", "tab:blue"), ("time", "tab:orange")):
         sub = [r for r in rows if r["budget"] == budget]
+        if not sub:  # a budget that did not run gets no legend entry
+            continue
         for ax, key in zip(axes, ("params", "predict_s"), strict=True):
             ax.errorbar([r[key] for r in sub], [r["dice_wt"] for r in sub], [r["dice_wt_sd"] or 0 for r in sub],
                         fmt="o", color=colour, capsize=3, label=f"equal {budget}")
