@@ -6,7 +6,6 @@ the output folder; existing outputs are skipped unless `--overwrite`, so a kille
 a bad case prints its `error:` line while the others still run.
 """
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -15,13 +14,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.io import HDF5, TIFF, atomic_write, is_image, stem, suffix, write_mask
+from medseg.data.io import HDF5, TIFF, is_image, stem, suffix, write_mask
 from medseg.em.chunked import predict_h5
 from medseg.em.decode import DEFAULT_DECODE, DecodeParams, boundary_map
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name, group_cases
 from medseg.inference.predictor import CasePrediction, Predictor
-from medseg.inference.preview import instance_stats, write_instance_preview, write_preview, write_stats
+from medseg.inference.preview import instance_stats, write_instance_preview, write_json, write_preview, write_stats
 from medseg.inference.writers import write_probabilities
 from medseg.models import default_model
 
@@ -138,8 +137,7 @@ def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, o
             write_instance_preview(prediction.image[0], boundary, labels,
                                    at(options.preview, "_preview.png"))
         if options.stats:
-            stats = json.dumps(instance_stats(labels), indent=2) + "\n"
-            atomic_write(at(options.stats, "_stats.json"), lambda p: p.write_text(stats))
+            write_json(instance_stats(labels), at(options.stats, "_stats.json"))
         return labels
     if options.preview:
         write_preview(np.moveaxis(prediction.image, 0, -1), labels, convention, at(options.preview, "_preview.png"),

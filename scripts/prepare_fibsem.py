@@ -6,8 +6,9 @@ The HDF5 files are used where they are (no copy); the datalist holds their absol
 """
 
 import argparse
-import json
 from pathlib import Path
+
+from medseg.data.datasets import write_datalist
 
 
 def prepare(source: Path, out: Path) -> Path:
@@ -15,14 +16,10 @@ def prepare(source: Path, out: Path) -> Path:
     for name in ("train-image.h5", "train-gt.lzf.h5", "test-image.h5", "test-gt.lzf.h5"):
         if not (source / name).is_file():
             raise SystemExit(f"error: {source / name}: missing (expected the gala_fibsem_em folder)")
-    datalist = {
-        "description": "gala FIB-SEM crops (Drosophila medulla, ~10 nm isotropic); labels: neuron ids, 0 = boundary",
-        "training": [{"image": str(source / "train-image.h5"), "label": str(source / "train-gt.lzf.h5")}],
-        "validation": [{"image": str(source / "test-image.h5"), "label": str(source / "test-gt.lzf.h5")}],
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "datalist.json").write_text(json.dumps(datalist, indent=2))
-    return out / "datalist.json"
+    return write_datalist(out, "gala FIB-SEM crops (Drosophila medulla, ~10 nm isotropic); labels: neuron ids, "
+                          "0 = boundary",
+                          [{"image": str(source / "train-image.h5"), "label": str(source / "train-gt.lzf.h5")}],
+                          [{"image": str(source / "test-image.h5"), "label": str(source / "test-gt.lzf.h5")}])
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ section is seen in both). Files are written as TIFF (z, y, x), unchanged voxel v
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import tifffile
+
+from medseg.data.datasets import write_datalist
 
 
 def prepare(source: Path, out: Path, val_sections: int = 6) -> Path:
@@ -21,13 +22,9 @@ def prepare(source: Path, out: Path, val_sections: int = 6) -> Path:
     for name, sl in (("train", slice(0, split)), ("val", slice(split, None))):
         tifffile.imwrite(out / f"{name}-volume.tif", image[sl], compression="zlib")
         tifffile.imwrite(out / f"{name}-labels.tif", label[sl], compression="zlib")
-    datalist = {
-        "description": "ISBI 2012 ssTEM, 4x4x50 nm; labels 255 = cell interior, 0 = membrane",
-        "training": [{"image": "train-volume.tif", "label": "train-labels.tif"}],
-        "validation": [{"image": "val-volume.tif", "label": "val-labels.tif"}],
-    }
-    (out / "datalist.json").write_text(json.dumps(datalist, indent=2))
-    return out / "datalist.json"
+    return write_datalist(out, "ISBI 2012 ssTEM, 4x4x50 nm; labels 255 = cell interior, 0 = membrane",
+                          [{"image": "train-volume.tif", "label": "train-labels.tif"}],
+                          [{"image": "val-volume.tif", "label": "val-labels.tif"}])
 
 
 if __name__ == "__main__":

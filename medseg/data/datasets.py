@@ -4,7 +4,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from medseg.data.io import NIFTI, is_image, suffix
+from medseg.data.io import NIFTI, atomic_write, is_image, suffix
 from medseg.errors import MedsegError
 
 
@@ -53,6 +53,13 @@ def read_datalist(path: str | Path) -> tuple[list[dict], list[dict]]:
     spec = load_datalist(path)
     return ([datalist_entry(e, Path(path)) for e in spec["training"]],
             [datalist_entry(e, Path(path)) for e in spec.get("validation", [])])
+
+
+def write_datalist(out: Path, description: str, training: list[dict], validation: list[dict]) -> Path:
+    """`out/datalist.json` in the form read_datalist reads (written atomically); its path."""
+    spec = {"description": description, "training": training, "validation": validation}
+    atomic_write(out / "datalist.json", lambda p: p.write_text(json.dumps(spec, indent=2)))
+    return out / "datalist.json"
 
 
 def load_datalist(path: str | Path) -> dict:

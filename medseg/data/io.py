@@ -136,13 +136,17 @@ def _read_em(path: Path, voxel_size: tuple[float, float, float] | None) -> Volum
 
 
 def _read_h5(path: Path) -> np.ndarray:
-    """The volume is the file's one dataset (EM stacks are stored one per file, as in PyTorch Connectomics)."""
     with h5py.File(path, "r") as f:
-        names: list[str] = []
-        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        if len(names) != 1:
-            raise MedsegError(f"{path}: expected exactly one dataset, found {names or 'none'}")
-        return f[names[0]][()]
+        return the_dataset(f, path)[()]
+
+
+def the_dataset(f: h5py.File, path: Path) -> h5py.Dataset:
+    """The volume is the file's one dataset (EM stacks are stored one per file, as in PyTorch Connectomics)."""
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    if len(names) != 1:
+        raise MedsegError(f"{path}: expected exactly one dataset, found {names or 'none'}")
+    return f[names[0]]
 
 
 def _check_array(array: np.ndarray, path: Path) -> None:

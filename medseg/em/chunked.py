@@ -19,7 +19,7 @@ import numpy as np
 from monai.data import MetaTensor
 from tqdm import tqdm
 
-from medseg.data.io import atomic_write
+from medseg.data.io import atomic_write, the_dataset
 from medseg.em.decode import DecodeParams, decode
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
@@ -75,11 +75,9 @@ def predict_h5(predictor: Predictor, path: Path, out: Path, chunk: int, halo: in
     voxel = np.asarray(predictor.plan.voxel_size or (1.0, 1.0, 1.0), dtype=float)  # (z, y, x) nm
     affine = np.diag([voxel[2], voxel[1], voxel[0], 1.0])
     with h5py.File(path, "r") as f:
-        names: list[str] = []
-        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        if len(names) != 1 or f[names[0]].ndim != 3:
-            raise MedsegError(f"{path}: --chunk needs one 3D (z, y, x) dataset, found {names or 'none'}")
-        data = f[names[0]]
+        data = the_dataset(f, path)
+        if data.ndim != 3:
+            raise MedsegError(f"{path}: --chunk needs a 3D (z, y, x) dataset, got shape {data.shape}")
         depth, height, width = data.shape
 
         def probabilities(z0: int, z1: int) -> np.ndarray:

@@ -20,6 +20,8 @@ import numpy as np
 from scipy import ndimage
 from skimage import feature, graph, measure, segmentation
 
+from medseg.em.targets import shifted
+
 
 @dataclass(frozen=True)
 class DecodeParams:
@@ -100,14 +102,12 @@ def contact_graph(ids: np.ndarray, boundary: np.ndarray) -> graph.RAG:
     larger boundary probability of the pair (1 across a one-voxel boundary, ~0 between two fragments of a neuron)."""
     lows, highs, values = [], [], []
     for axis in range(3):
-        first = [slice(None)] * 3
-        second = [slice(None)] * 3
-        first[axis], second[axis] = slice(None, -1), slice(1, None)
-        a, b = ids[tuple(first)], ids[tuple(second)]  # each voxel and its successor along the axis
+        first, second = shifted(axis, -1), shifted(axis, 1)
+        a, b = ids[first], ids[second]  # each voxel and its successor along the axis
         touching = a != b
         lows.append(np.minimum(a, b)[touching])
         highs.append(np.maximum(a, b)[touching])
-        values.append(np.maximum(boundary[tuple(first)], boundary[tuple(second)])[touching])
+        values.append(np.maximum(boundary[first], boundary[second])[touching])
     pairs, index = np.unique(np.stack([np.concatenate(lows), np.concatenate(highs)]), axis=1, return_inverse=True)
     counts = np.bincount(index)
     sums = np.bincount(index, weights=np.concatenate(values))

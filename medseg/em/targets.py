@@ -16,7 +16,7 @@ TargetKind = Literal["boundary", "affinity"]
 IGNORE = -1.0
 
 
-def _pair(axis: int, shift: int) -> tuple[slice, ...]:
+def shifted(axis: int, shift: int) -> tuple[slice, ...]:
     """Index of the voxels whose neighbour `shift` along `axis` exists, for (X, Y, Z) arrays."""
     index = [slice(None)] * 3
     index[axis] = slice(shift, None) if shift > 0 else slice(None, shift)
@@ -27,10 +27,10 @@ def boundaries(ids: np.ndarray) -> np.ndarray:
     """(X, Y, Z) bool: label-0 voxels, and voxels with a 6-neighbour of another (non-zero) id (both sides)."""
     boundary = ids == 0
     for axis in range(3):
-        a, b = ids[_pair(axis, -1)], ids[_pair(axis, 1)]  # each voxel and its successor along the axis
+        a, b = ids[shifted(axis, -1)], ids[shifted(axis, 1)]  # each voxel and its successor along the axis
         touching = (a != b) & (a != 0) & (b != 0)
-        boundary[_pair(axis, -1)] |= touching
-        boundary[_pair(axis, 1)] |= touching
+        boundary[shifted(axis, -1)] |= touching
+        boundary[shifted(axis, 1)] |= touching
     return boundary
 
 
@@ -39,8 +39,8 @@ def affinities(ids: np.ndarray) -> np.ndarray:
     nearest-neighbour affinities of Lee et al. 2017); the first slice of each axis has no pair and is ignored."""
     out = np.full((3, *ids.shape), IGNORE, dtype=np.float32)
     for axis in range(3):
-        a, b = ids[_pair(axis, -1)], ids[_pair(axis, 1)]
-        out[axis][_pair(axis, 1)] = (a == b) & (a != 0)
+        a, b = ids[shifted(axis, -1)], ids[shifted(axis, 1)]
+        out[axis][shifted(axis, 1)] = (a == b) & (a != 0)
     return out
 
 
@@ -55,8 +55,8 @@ def instance_targets(ids: np.ndarray, kind: TargetKind, ignore_unlabelled: bool 
         out = affinities(ids)
         if ignore_unlabelled:
             for axis in range(3):
-                unknown = (ids[_pair(axis, -1)] == 0) | (ids[_pair(axis, 1)] == 0)
-                out[axis][_pair(axis, 1)][unknown] = IGNORE
+                unknown = (ids[shifted(axis, -1)] == 0) | (ids[shifted(axis, 1)] == 0)
+                out[axis][shifted(axis, 1)][unknown] = IGNORE
         return out
     out = boundaries(ids)[None].astype(np.float32)
     if ignore_unlabelled:

@@ -34,7 +34,11 @@ def region_stats(label: np.ndarray, convention: str, zooms: Sequence[float]) -> 
 
 def write_stats(label: np.ndarray, convention: str, zooms: Sequence[float], out: str | Path) -> None:
     """`--stats OUT.json`: region_stats written atomically."""
-    stats = region_stats(label, convention, zooms)
+    write_json(region_stats(label, convention, zooms), out)
+
+
+def write_json(stats: dict, out: str | Path) -> None:
+    """A `--stats` file, written atomically."""
     atomic_write(Path(out), lambda p: p.write_text(json.dumps(stats, indent=2) + "\n"))
 
 
