@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="modality of each given file (or of a 4D file's channels) in order, e.g. flair,t1,t1ce,t2; "
                         "default: identified by file name (_flair, _t1ce, _0000, ...)")
     p.add_argument("--tta", action="store_true", help="average the 8 mirrorings (8x the time)")
+    p.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep only the largest connected lesion of the mask (default: as the model says; the bundled "
+                        "brats model: on)")
     p.add_argument("--save-probabilities", metavar="PATH",
                    help="region probabilities as a 4D float32 NIfTI (a folder for a folder of cases)")
     p.add_argument("--preview", metavar="PNG", help="three orthogonal slices through the largest lesion with the mask "
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                   merge_below=args.merge_below or None)
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
                            tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options,
-                           decode=decode)
+                           decode=decode, keep_largest=args.keep_largest)
         if command == "models":
             from medseg.models.listing import list_models
 

@@ -21,6 +21,7 @@ from medseg.labels import Convention, get_convention
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
+OPTIONAL = ("keep_largest",)  # added after format 2 checkpoints were written: their default when absent
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Plan:
         crop_foreground / normalize: crop to the non-zero box; z-score over non-zero voxels or all voxels.
         patch_size: training patch and sliding-window size, in voxels after resampling.
         arch / net: the network (medseg.nets.build_net arguments); empty while only the data side is known.
+        keep_largest: postprocessing of the label map: keep only the largest connected component of the foreground
+            (nnU-Net's "remove all but the largest component"), decided after training from held-out cases and
+            stored with the model, as nnU-Net does; `medseg predict --keep-largest/--no-keep-largest` overrides it.
     """
 
     modalities: tuple[str, ...]
@@ -44,6 +48,7 @@ class Plan:
     patch_size: tuple[int, ...]
     arch: str = "unet"
     net: Mapping = field(default_factory=dict)
+    keep_largest: bool = False
     format: int = FORMAT
 
     @classmethod
@@ -100,7 +105,9 @@ class Plan:
             raise MedsegError(f"{where}: checkpoint format {version!r} is not one this medseg "
                               f"{medseg.__version__} reads ({', '.join(map(str, READABLE_FORMATS))}); {hint}")
         try:
-            plan = cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "format"}, format=FORMAT)
+            stored = {f.name: d[f.name] for f in fields(cls)
+                      if f.name != "format" and (f.name not in OPTIONAL or f.name in d)}
+            plan = cls(**stored, format=FORMAT)
             plan = replace(plan, modalities=tuple(plan.modalities), patch_size=tuple(plan.patch_size),
                            spacing=_tuple(plan.spacing), voxel_size=_tuple(plan.voxel_size))
             plan.convention  # noqa: B018 (an unknown convention fails here, with the file name below)

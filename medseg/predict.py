@@ -39,7 +39,8 @@ class Options:
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
             overlap: float = 0.5, tta: bool = False, channels_last: bool | None = None, compile: bool = False,
-            options: Options | None = None, decode: DecodeParams = DEFAULT_DECODE) -> int:
+            options: Options | None = None, decode: DecodeParams = DEFAULT_DECODE,
+            keep_largest: bool | None = None) -> int:
     """Segment one case or a folder of cases; returns the exit code (2 when any case failed)."""
     options = options or Options()
     paths = [Path(p) for p in inputs]
@@ -50,7 +51,7 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
     predictor = Predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                          compile=compile, decode=decode)
+                          compile=compile, decode=decode, keep_largest=keep_largest)
     if options.chunk:
         return predict_large(predictor, paths, output, options)
     if paths[0].is_dir():
@@ -112,8 +113,8 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     if predictor.plan.convention.instances:
         found = f"{instance_stats(labels)['neurons']} neuron ids"
     else:
-        found = "voxels " + ", ".join(f"{r} {int((p > 0.5).sum())}" for r, p in zip(
-            predictor.plan.regions, prediction.probabilities, strict=True))
+        found = "voxels " + ", ".join(f"{r} {int(np.isin(labels, sorted(values)).sum())}"
+                                      for r, values in predictor.plan.convention.regions.items())
     print(f"channels: {mapping}")
     print(f"wrote {out} ({case}: {found}; {time.perf_counter() - start:.1f} s)")
     return out

@@ -13,6 +13,7 @@ the non-determinism of the hardware's float kernels.
 import argparse
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,8 +28,11 @@ RECIPES = {
         "prepare": ["scripts/brats_datalist.py", "{shared}", "{work}/brats.json", "--heldout", "brats_2013_pat0001_1"],
         "train": ["--config", "configs/brats.yaml", "--data.datalist={work}/brats.json",
                   "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--data.augmentation=nnunet",
+                  "--model.block=pmscn", "--model.deep_supervision=true",
                   "--data.steps_per_epoch=200", "--trainer.max_steps=1000", "--trainer.max_epochs=-1",
                   "--seed_everything=0"],
+        # postprocessing stored with the model, decided on held-out predictions (README: "Keep the largest lesion")
+        "plan": {"keep_largest": True},
     },
     "em-membrane": {
         "prepare": ["scripts/prepare_isbi2012.py", "{shared}/isbi2012_em", "{work}/isbi2012"],
@@ -39,8 +43,10 @@ RECIPES = {
 
 
 def export(ckpt: Path, name: str) -> Path:
-    """Keep the plan and the network weights of a training checkpoint; drop optimizer and loop state."""
+    """Keep the plan (with the recipe's postprocessing) and the network weights of a training checkpoint; drop
+    optimizer and loop state."""
     plan, state = load_checkpoint(ckpt)
+    plan = replace(plan, **RECIPES[name].get("plan", {}))
     out = MODELS / f"{name}.pt"
     torch.save({"medseg": plan.to_dict(), "state_dict": {f"net.{k}": v for k, v in state.items()}}, out)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB ({sum(v.numel() for v in state.values()):,} weights)")

@@ -38,16 +38,16 @@ QUICK_NET = ["--model.channels=[4,8,16]", "--model.strides=[1,2,2]", "--model.ke
 
 
 def variant_args(name: str) -> list[str]:
-    """`<arch>-<block>[+ablation]` → medseg train overrides; unknown parts raise a SystemExit naming the valid ones."""
+    """`<arch>-<block>[+ablation…]` → medseg train overrides; unknown parts raise a SystemExit naming the valid ones."""
     from medseg.blocks import BLOCKS
     from medseg.nets import NETS
 
-    base, plus, ablation = name.partition("+")
+    base, *ablations = name.split("+")
     arch, _, block = base.partition("-")
-    if arch not in NETS or block not in BLOCKS or (plus and f"+{ablation}" not in ABLATIONS):
-        raise SystemExit(f"error: unknown variant {name!r}: <arch>-<block>[+ablation] with arch in {sorted(NETS)}, "
+    if arch not in NETS or block not in BLOCKS or any(f"+{a}" not in ABLATIONS for a in ablations):
+        raise SystemExit(f"error: unknown variant {name!r}: <arch>-<block>[+ablation…] with arch in {sorted(NETS)}, "
                          f"block in {sorted(BLOCKS)}, ablation in {sorted(ABLATIONS)}")
-    return [f"--model.arch={arch}", f"--model.block={block}", *ABLATIONS.get(f"+{ablation}", [])]
+    return [f"--model.arch={arch}", f"--model.block={block}", *(arg for a in ablations for arg in ABLATIONS[f"+{a}"])]
 
 
 def split(args: argparse.Namespace) -> tuple[Path, list[dict]]:
@@ -156,7 +156,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     data.add_argument("--shared", help="the shared data folder (../shared/data): BraTS FLAIR + T1ce cases")
     data.add_argument("--datalist", help="MSD-style JSON; its `validation` list is the held-out set")
     p.add_argument("--out", required=True, help="output folder (runs, results.json/csv, table.md, dice_vs_cost.png)")
-    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="<arch>-<block>[+nnunet-aug|+deep-sup]")
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="<arch>-<block>[+nnunet-aug][+deep-sup]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--budgets", nargs="+", choices=["steps", "time"], default=["steps", "time"])
     p.add_argument("--steps", type=int, default=40, help="equal-steps budget (default: 40)")

@@ -4,9 +4,11 @@ import csv
 import json
 
 import nibabel as nib
+import pytest
 from PIL import Image
 
 from scripts.compare_blocks import main as compare
+from scripts.compare_blocks import variant_args
 from tests.conftest import write_case
 
 
@@ -54,3 +56,11 @@ def test_quick_table_resumes_and_reports(tmp_path):
     table = (out / "table.md").read_text()
     assert "| steps | unet-sic |" in table and " ± " in table and "seeds [0, 1]" in table
     assert Image.open(out / "dice_vs_cost.png").size[0] > 300
+
+
+def test_variant_names_combine_ablations():
+    assert variant_args("unet-pmscn+nnunet-aug+deep-sup") == [
+        "--model.arch=unet", "--model.block=pmscn", "--data.augmentation=nnunet", "--model.deep_supervision=true"]
+    assert variant_args("densenet-sic") == ["--model.arch=densenet", "--model.block=sic"]
+    with pytest.raises(SystemExit, match="unknown variant 'unet-conv\\+deep-sup\\+mixup'"):
+        variant_args("unet-conv+deep-sup+mixup")

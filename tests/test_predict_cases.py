@@ -12,7 +12,7 @@ from medseg.cli import main
 from medseg.errors import MedsegError
 from medseg.inference.predictor import load_checkpoint
 from medseg.plan import FORMAT
-from tests.conftest import write_case
+from tests.conftest import synthetic_case, write_case
 
 
 def mask(path) -> np.ndarray:
@@ -121,6 +121,7 @@ def test_models_lists_the_bundled_models(capsys):
     out = capsys.readouterr().out
     assert "brats (default for MRI)" in out and "em-membrane (default for EM)" in out
     assert "inputs:  flair, t1ce" in out
+    assert "unet with pmscn blocks" in out and "only the largest connected lesion is kept" in out
 
 
 def test_predict_without_model_uses_the_bundled_one(tmp_path, monkeypatch):
@@ -131,3 +132,44 @@ def test_predict_without_model_uses_the_bundled_one(tmp_path, monkeypatch):
     assert written.shape == source.shape
     np.testing.assert_array_equal(written.get_sform(), source.get_sform())
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_keep_largest_drops_a_stray_blob_and_follows_the_model(tmp_path, oracle):
+    """The oracle paints WT where flair is bright: a small bright cube away from the lesion is a second component.
+    --keep-largest drops it and keeps the lesion's labels; the model's plan sets the default."""
+    from scipy import ndimage
+
+    case = write_case(tmp_path, "b", seed=5, with_label=False)
+    flair_path = case / "b_flair.nii.gz"
+    flair = nib.load(flair_path)
+    data = np.asarray(flair.dataobj).copy()
+    _, label = synthetic_case(5)
+    far = (ndimage.distance_transform_edt(label == 0) > 6) & (ndimage.binary_erosion(data > 0, iterations=3))
+    x, y, z = np.argwhere(far)[0]
+    data[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = 250.0
+    nib.save(nib.Nifti1Image(data, flair.affine, flair.header), flair_path)
+
+    def mask(*extra: str, model=oracle["native"]) -> np.ndarray:
+        out = tmp_path / f"mask{len(list(tmp_path.glob('mask*')))}.nii.gz"
+        assert main(["predict", str(case), "--model", str(model), "--output", str(out), *extra]) == 0
+        return np.asarray(nib.load(out).dataobj)
+
+    plain, kept = mask(), mask("--keep-largest")
+    assert ndimage.label(plain > 0, structure=np.ones((3, 3, 3)))[1] >= 2 and plain[x, y, z] > 0
+    assert ndimage.label(kept > 0, structure=np.ones((3, 3, 3)))[1] == 1 and kept[x, y, z] == 0
+    lesion = kept > 0
+    np.testing.assert_array_equal(kept[lesion], plain[lesion])  # the lesion's labels are untouched
+    ckpt = torch.load(oracle["native"], weights_only=True)
+    ckpt["medseg"]["keep_largest"] = True
+    model = tmp_path / "keeps.ckpt"
+    torch.save(ckpt, model)
+    np.testing.assert_array_equal(mask(model=model), kept)
+    np.testing.assert_array_equal(mask("--no-keep-largest", model=model), plain)
+
+
+def test_plans_written_before_keep_largest_load_without_it(tmp_path, tiny_ckpt):
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    del ckpt["medseg"]["keep_largest"]
+    path = tmp_path / "older.ckpt"
+    torch.save(ckpt, path)
+    assert load_checkpoint(path)[0].keep_largest is False

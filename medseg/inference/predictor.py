@@ -115,14 +115,17 @@ class Predictor:
     model: a checkpoint path, or the name of a bundled model (`medseg models`).
     channels_last / compile: medseg.speed.prepare_net (None: the faster memory format for the device).
     decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode); unused by other models.
+    keep_largest: keep only the largest foreground component of label maps (None: what the model's plan says).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
-                 channels_last: bool | None = None, compile: bool = False, decode: DecodeParams = DEFAULT_DECODE):
+                 channels_last: bool | None = None, compile: bool = False, decode: DecodeParams = DEFAULT_DECODE,
+                 keep_largest: bool | None = None):
         if not 0 <= overlap < 1:
             raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
         self.source = resolve_model(model)
         self.plan, state = load_checkpoint(self.source)
+        self.keep_largest = self.plan.keep_largest if keep_largest is None else keep_largest
         self.device, self.overlap, self.tta, self.decode = pick_device(device), overlap, tta, decode
         self.net = prepare_net(build_model(self.plan, state, self.source), self.device, channels_last, compile,
                                (2, len(self.plan.modalities), *self.plan.patch_size), autocast_dtype(self.device))
@@ -162,7 +165,15 @@ class Predictor:
         convention = self.plan.convention
         if convention.instances:
             return decode(prediction.probabilities, convention.targets, self.decode)
-        return convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
+        labels = convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
+        return largest_component(labels) if self.keep_largest else labels
+
+
+def largest_component(labels: np.ndarray) -> np.ndarray:
+    """The label map with every voxel outside the largest 26-connected component of the foreground (all labels
+    together) set to 0: stray false-positive blobs go, the main lesion keeps its inner labels. Evidence: README."""
+    keep = T.KeepLargestConnectedComponent(independent=False, connectivity=3)
+    return np.asarray(keep(labels[None]))[0].astype(labels.dtype)  # (1, X, Y, Z): MONAI's channel-first
 
 
 def nested(probabilities: np.ndarray, plan: Plan) -> np.ndarray:
