@@ -94,10 +94,14 @@ def mask_suffix(files: list[str]) -> str:
 
 
 def output_path(case: str, output: str | None, ext: str) -> Path:
+    """The mask's path: `--output` as given when it names an image file; otherwise `--output` is a folder (made if
+    needed, as nnU-Net's -o) holding <case><ext>; without `--output`, ./<case>_pred<ext>."""
     if output is None:
         return Path.cwd() / f"{case}_pred{ext}"
     out = Path(output)
-    return out / f"{case}{ext}" if out.is_dir() else out
+    if out.is_dir() or not is_image(out):
+        return out / f"{case}{ext}"
+    return out
 
 
 def predict_one(predictor: Predictor, files: list[str], case: str | None, output: str | None,

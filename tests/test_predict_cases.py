@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -173,3 +174,15 @@ def test_plans_written_before_keep_largest_load_without_it(tmp_path, tiny_ckpt):
     path = tmp_path / "older.ckpt"
     torch.save(ckpt, path)
     assert load_checkpoint(path)[0].keep_largest is False
+
+
+def test_output_that_is_not_an_image_name_is_a_folder(tmp_path, tiny_ckpt):
+    """`--output preds/` or `--output preds` (nnU-Net's -o): a folder, made if needed, holding <case>.nii.gz."""
+    case = write_case(tmp_path, "f", seed=6, with_label=False)
+    for output in (f"{tmp_path / 'slash'}/", str(tmp_path / "plain"), str(tmp_path / "exists")):
+        (tmp_path / "exists").mkdir(exist_ok=True)
+        assert main(["predict", str(case), "--model", str(tiny_ckpt), "--output", output]) == 0
+        mask = Path(output) / "f.nii.gz"
+        assert nib.load(mask).shape == nib.load(case / "f_flair.nii.gz").shape
+    assert main(["predict", str(case), "--model", str(tiny_ckpt), "--output", str(tmp_path / "m.nii.gz")]) == 0
+    assert (tmp_path / "m.nii.gz").is_file()
