@@ -1,6 +1,8 @@
 """wandb tracking: what an offline run records (config, model size, validation slices) and what it must not."""
 
 import sys
+import time
+from pathlib import Path
 
 import torch
 
@@ -35,8 +37,9 @@ def test_offline_run_logs_config_size_and_slices_but_no_key_or_command_line(brat
     assert main(argv) == 0
 
     (wandb_run,) = run.glob("wandb/offline-run-*")
-    log = next(wandb_run.glob("run-*.wandb")).read_bytes()
-    for logged in (b"model_parameters", b"val/dice_mean", b"environment", b'"patch_size":[16,16,16]'):
+    wanted = (b"model_parameters", b"val/dice_mean", b"environment", b'"patch_size":[16,16,16]')
+    log = written_by_wandb(next(wandb_run.glob("run-*.wandb")), wanted)
+    for logged in wanted:
         assert logged in log, logged
     assert list(wandb_run.glob("files/media/images/val/slices_*.png")), "no validation slices logged"
     assert list(wandb_run.glob("files/media/images/mask/val/slices_*.mask.png")), "no mask overlays logged"
@@ -44,6 +47,16 @@ def test_offline_run_logs_config_size_and_slices_but_no_key_or_command_line(brat
     recorded = b"".join(p.read_bytes() for p in run.rglob("*") if p.is_file())  # wandb files, config.yaml, ckpts
     assert FAKE_KEY.encode() not in recorded
     assert not [a for a in argv if a.startswith("--") and a.encode() in recorded], "the command line was recorded"
+
+
+def written_by_wandb(path: Path, wanted: tuple[bytes, ...], timeout: float = 60.0) -> bytes:
+    """The run file once wandb's service process has flushed what is wanted (or its content at the timeout): the
+    service writes it asynchronously, and on a loaded machine it can still hold only its header when training
+    returns."""
+    deadline = time.monotonic() + timeout
+    while not all(w in (data := path.read_bytes()) for w in wanted) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return data
 
 
 def test_validation_slice_is_the_one_with_most_of_the_target_region():
