@@ -22,6 +22,7 @@ from medseg.inference.channels import case_name, group_cases
 from medseg.inference.predictor import CasePrediction, Predictor
 from medseg.inference.preview import instance_stats, write_instance_preview, write_json, write_preview, write_stats
 from medseg.inference.writers import write_probabilities
+from medseg.metrics import prediction_regions
 from medseg.models import default_model
 
 
@@ -117,8 +118,8 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     if predictor.plan.convention.instances:
         found = f"{instance_stats(labels)['neurons']} neuron ids"
     else:
-        found = "voxels " + ", ".join(f"{r} {int(np.isin(labels, sorted(values)).sum())}"
-                                      for r, values in predictor.plan.convention.regions.items())
+        regions = prediction_regions(labels, predictor.plan.convention)  # what the written mask holds
+        found = "voxels " + ", ".join(f"{r} {int(m.sum())}" for r, m in regions.items())
     print(f"channels: {mapping}")
     print(f"wrote {out} ({case}: {found}; {time.perf_counter() - start:.1f} s)")
     return out
