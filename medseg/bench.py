@@ -6,13 +6,17 @@ without touching this file. FLOPs come from torch's FlopCounterMode on one patch
 norms and activations are not counted). Prediction time is a full MONAI sliding-window prediction of one volume
 (gaussian blending, sw_batch_size 2) after a warm-up forward of one window batch; training time is one step
 (forward, DiceCE backward, AdamW step) on a batch of the recipe's patches (batch_size × samples_per_case) after a
-warm-up step. Both are medians of --repeats runs in one process at a fixed thread count, run the way `medseg predict`
-and `medseg train` run them (medseg.speed: channels_last_3d per device, --compile). A second table times one
-64→64 k=3 layer per block.
+warm-up step. Both are medians of --repeats rounds in one process at a fixed thread count, every net and layer run
+once per round (so a load change on a shared machine hits them alike), the way `medseg predict` and `medseg train`
+run them (medseg.speed: channels_last_3d per device, --compile). A second table times one 64→64 k=3 layer per block.
 """
 
+import copy
 import json
+import multiprocessing
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,7 @@ from medseg.blocks import BLOCKS, make_conv3d
 from medseg.data.io import atomic_write
 from medseg.errors import MedsegError
 from medseg.inference.predictor import pick_device
-from medseg.measure import MEMORY_METHOD, timed
+from medseg.measure import MEMORY_METHOD, Timing, peak_memory, pin_large_allocations, timed_rounds
 from medseg.nets import NETS, build_net
 from medseg.resources import recipe_path
 from medseg.speed import compile_net, prepare_net, to_channels_last, use_channels_last
@@ -64,6 +68,11 @@ class Settings:
         if self.channels_last:
             to_channels_last(net)
         return compile_net(net)[0] if self.compile else net
+
+    def names(self) -> tuple[str, str, str, str]:
+        """Record keys of a prediction timing on this device."""
+        kind = self.device.type
+        return f"{kind}_ms", f"{kind}_runs_ms", "warmup_s", "peak_mib"
 
     @contextmanager
     def precision(self) -> Iterator[None]:
@@ -114,37 +123,38 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume: torch.Tensor, batch: int,
-              settings: Settings) -> dict:
-    """One arch × block: parameters, FLOPs of one patch, a timed full-volume sliding-window prediction and a timed
-    training step, each with its peak memory."""
+              settings: Settings) -> tuple[dict, list[Timing]]:
+    """One arch × block: its record (parameters, FLOPs of one patch) and two timings, a full-volume sliding-window
+    prediction and a training step (each with its peak memory), on two copies of the net."""
     torch.manual_seed(0)
     built = build_net(arch, IN_CHANNELS, OUT_CHANNELS, block=block, **net_kwargs)
     params = sum(p.numel() for p in built.parameters())
     with torch.inference_mode():
         flops = count_flops(built.eval(), torch.randn(1, IN_CHANNELS, *patch))
-    record = {"table": "net", "arch": arch, "block": block, "params": params, "flops": flops,
-              **bench_training(built, patch, batch, settings)}  # first: prediction leaves the net in eval mode
+    training = bench_training(copy.deepcopy(built), patch, batch, settings)
     net = settings.prepare(built, (SW_BATCH, IN_CHANNELS, *patch))
-    windows = []
+    record = {"table": "net", "arch": arch, "block": block, "params": params, "flops": flops, "train_batch": batch,
+              "shape": list(volume.shape[2:]), "patch": patch, "overlap": settings.overlap, "sw_batch_size": SW_BATCH}
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
-        windows.append(x.shape[0])
+        record["windows"] = record.get("windows", 0) + x.shape[0]
         return net(x)
 
-    def predict() -> torch.Tensor:
-        windows.clear()
-        return sliding_window_inference(volume, patch, SW_BATCH, predictor, overlap=settings.overlap, mode="gaussian")
+    def predict() -> None:
+        record["windows"] = 0
+        with torch.inference_mode(), settings.precision():
+            sliding_window_inference(volume, patch, SW_BATCH, predictor, overlap=settings.overlap, mode="gaussian")
 
     patches = torch.randn(SW_BATCH, IN_CHANNELS, *patch, device=settings.device)
-    with torch.inference_mode(), settings.precision():
-        # every window has the patch shape, so one batch of them primes kernels and allocator like a full run would
-        timing = timed(predict, lambda: net(patches), settings.repeats, settings.device,
-                       (f"{settings.device.type}_ms", f"{settings.device.type}_runs_ms", "warmup_s", "peak_mib"))
-    return {**record, **timing, "windows": sum(windows), "shape": list(volume.shape[2:]), "patch": patch,
-            "overlap": settings.overlap, "sw_batch_size": SW_BATCH}
+
+    def warmup() -> None:  # every window has the patch shape: one batch primes kernels and allocator like a full run
+        with torch.inference_mode(), settings.precision():
+            net(patches)
+
+    return record, [Timing(predict, warmup, settings.names()), training]
 
 
-def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Settings) -> dict:
+def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Settings) -> Timing:
     """One training step (forward, DiceCE backward, AdamW step) on `batch` random patches with random labels."""
     net = settings.prepare_training(net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -160,11 +170,10 @@ def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Setti
         optimizer.zero_grad(set_to_none=True)
 
     # the warm-up step also allocates AdamW's state, which is then part of the baseline, not of the step's peak
-    return {"train_batch": batch, **timed(step, step, settings.repeats, settings.device,
-                                          ("train_ms", "train_runs_ms", "train_warmup_s", "train_peak_mib"))}
+    return Timing(step, step, ("train_ms", "train_runs_ms", "train_warmup_s", "train_peak_mib"))
 
 
-def bench_layer(block: str, size: int, settings: Settings) -> dict:
+def bench_layer(block: str, size: int, settings: Settings) -> tuple[dict, list[Timing]]:
     """One 64→64 k=3 stride-1 layer of `block` on a size³ input."""
     layer = make_conv3d(block, LAYER_CHANNELS, LAYER_CHANNELS, 3)
     params = sum(p.numel() for p in layer.parameters())
@@ -174,11 +183,42 @@ def bench_layer(block: str, size: int, settings: Settings) -> dict:
     layer = settings.prepare(layer, tuple(x.shape))
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)  # converted once, not inside every timed call
-    with torch.inference_mode(), settings.precision():
-        timing = timed(lambda: layer(x), lambda: layer(x), settings.repeats, settings.device,
-                       (f"{settings.device.type}_ms", f"{settings.device.type}_runs_ms", "warmup_s", "peak_mib"))
-    return {"table": "layer", "arch": None, "block": block, "params": params, "flops": flops, **timing,
-            "shape": [size] * 3, "in_channels": LAYER_CHANNELS, "out_channels": LAYER_CHANNELS}
+
+    def run() -> None:
+        with torch.inference_mode(), settings.precision():
+            layer(x)
+
+    record = {"table": "layer", "arch": None, "block": block, "params": params, "flops": flops,
+              "shape": [size] * 3, "in_channels": LAYER_CHANNELS, "out_channels": LAYER_CHANNELS}
+    return record, [Timing(run, run, settings.names())]
+
+
+def build_jobs(jobs: list[tuple[str | None, str]], net_kwargs: dict, patch: list[int], shape: tuple[int, int, int],
+               batch: int, layer_size: int, settings: Settings) -> list[tuple[dict, list[Timing]]]:
+    """Records and timings of (arch, block) jobs; arch None is the one-layer table."""
+    torch.manual_seed(0)
+    volume = torch.randn(1, IN_CHANNELS, *shape, device=settings.device)
+    return [bench_net(arch, block, net_kwargs, patch, volume, batch, settings) if arch
+            else bench_layer(block, layer_size, settings) for arch, block in jobs]
+
+
+def cpu_peaks(jobs: list[tuple[str | None, str]], net_kwargs: dict, patch: list[int], shape: tuple[int, int, int],
+              batch: int, layer_size: int, settings: Settings, threads: int) -> list[dict]:
+    """Peak memory of every job's timings, one warm-up and one run each, in a fresh process (spawned by `bench`)
+    that serves large allocations by mmap from the start: RSS then follows the live tensors, and a net's peak does
+    not depend on what the allocator kept from the nets measured before it."""
+    pin_large_allocations()
+    torch.set_num_threads(threads)
+    peaks = []
+    for _, timings in build_jobs(jobs, net_kwargs, patch, shape, batch, layer_size, settings):
+        peak = {}
+        for timing in timings:
+            timing.warmup()
+            with peak_memory(settings.device) as memory:
+                timing.run()
+            peak[timing.names[3]] = memory["mib"]
+        peaks.append(peak)
+    return peaks
 
 
 RATIOS = (("params", "params_x"), ("flops", "flops_x"), ("train_ms", "train_x"), ("peak_mib", "peak_x"),
@@ -235,13 +275,13 @@ def header(first: dict, shape: tuple[int, int, int], patch: list[int], batch: in
     return (f"{first['device']}, {first['threads']} threads, {first['dtype']}{layout}{compiled}, widths "
             f"{first['widths']}; prediction of a {IN_CHANNELS}×{size} volume: {first.get('windows', 0)} windows of "
             f"{patch_size}, overlap {first.get('overlap')}, sw_batch_size {SW_BATCH}; training step: {batch} patches, "
-            f"DiceCE, AdamW; medians of {first['repeats']} runs after a warm-up\n"
+            f"DiceCE, AdamW; medians of {first['repeats']} rounds (every net once per round) after a warm-up\n"
             f"FLOPs: one {patch_size} patch forward; × = ratio to conv in the same arch\n"
             f"peak memory: {first['mem_method']}")
 
 
 def bench(config: str | Path | None = None, archs: list[str] | None = None, blocks: list[str] | None = None,
-          shape: tuple[int, int, int] | None = None, repeats: int = 3, device: str = "auto",
+          shape: tuple[int, int, int] | None = None, repeats: int = 5, device: str = "auto",
           dtype: str = "float32", channels_last: bool | None = None, compile: bool = False, widths: str = "recipe",
           overlap: float = 0.25, threads: int | None = None, layer_size: int = 64,
           json_out: str | Path | None = None) -> list[dict]:
@@ -273,13 +313,23 @@ def bench(config: str | Path | None = None, archs: list[str] | None = None, bloc
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or previous_threads)  # fixed for every run, and reported
     try:
-        torch.manual_seed(0)
-        volume = torch.randn(1, IN_CHANNELS, *shape, device=settings.device)
         jobs = [(a, b) for a in archs for b in blocks] + ([(None, b) for b in blocks] if layer_size else [])
+        built = build_jobs(jobs, net_kwargs, patch, shape, batch, layer_size, settings)
+        timings = [t for _, ts in built for t in ts]
+        with tqdm(total=len(timings) * repeats, desc="bench", unit="run") as bar:
+            results = iter(timed_rounds(timings, repeats, settings.device, bar.update))
         records = []
-        for arch, block in tqdm(jobs, desc="bench", unit="run"):
-            records.append(bench_net(arch, block, net_kwargs, patch, volume, batch, settings) if arch
-                           else bench_layer(block, layer_size, settings))
+        for record, ts in built:
+            for _ in ts:
+                record.update(next(results))
+            records.append(record)
+        if settings.device.type == "cpu":
+            print("peak memory: one run of each in a fresh process …", file=sys.stderr)
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                peaks = pool.submit(cpu_peaks, jobs, net_kwargs, patch, shape, batch, layer_size, settings,
+                                    torch.get_num_threads()).result()
+            for record, peak in zip(records, peaks, strict=True):
+                record.update(peak)
         common = {"threads": torch.get_num_threads(), "device": settings.device.type, "dtype": dtype,
                   "channels_last": settings.channels_last, "compile": compile, "widths": net_kwargs["channels"],
                   "repeats": repeats, "mem_method": MEMORY_METHOD[settings.device.type]}

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shape", nargs=3, type=int, metavar=("X", "Y", "Z"),
                    help="volume predicted by sliding window (default: a 240×240×155 1 mm BraTS scan resampled to the "
                         "recipe's data.spacing, 120 120 78 for brats.yaml)")
-    b.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is reported")
+    b.add_argument("--repeats", type=int, default=5,
+                   help="timed rounds after one warm-up, every net once per round; the median is reported")
     b.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default: 0.25, as in training)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")

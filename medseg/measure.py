@@ -2,7 +2,9 @@
 
 Time is the median of several runs after a timed warm-up (the warm-up holds kernel selection, allocator growth and,
 with --compile, the compilation). Peak memory is the growth over what was allocated before the run: on CUDA from
-the caching allocator's counters, on the CPU from the kernel's resident-set high-water mark, reset before each run.
+the caching allocator's counters, on the CPU from the kernel's resident-set high-water mark, reset before the run,
+measured in a fresh process whose large allocations are pinned to mmap (`pin_large_allocations`), so the number is
+what the work needs and repeats to the MiB.
 """
 
 import ctypes
@@ -10,7 +12,8 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +21,9 @@ import torch
 MEMORY_METHOD = {
     "cuda": "growth of torch.cuda.max_memory_allocated over the allocation before the run",
     "cpu": "growth of peak RSS over RSS before the run (kernel high-water mark VmHWM, reset through "
-           "/proc/self/clear_refs after malloc_trim; exact, not sampled)",
+           "/proc/self/clear_refs after malloc_trim; exact, not sampled), one run after a warm-up in a fresh "
+           "process with glibc's mmap threshold pinned at 1 MiB, so a freed tensor leaves RSS at once and the "
+           "peak is the memory the work needs, not what the allocator kept from other nets",
 }
 
 
@@ -55,6 +60,16 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
         result["mib"] = (resident_kb("VmHWM") - base) / 1024
 
 
+def pin_large_allocations() -> None:
+    """Serve every allocation ≥ 1 MiB by mmap and return it to the OS on free (glibc's default threshold moves
+    with the allocation history, so the same work could peak 168 or 224 MiB depending on what ran before). It makes
+    every large tensor cost page faults (a PmSCn training step 1.5× slower), so it is for measuring only."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; also turns the moving threshold off
+    except (OSError, AttributeError):
+        pass  # not glibc: the plain RSS peak
+
+
 def seconds(run: Callable[[], object], device: torch.device) -> float:
     start = time.perf_counter()
     run()
@@ -63,16 +78,34 @@ def seconds(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def timed(run: Callable[[], object], warmup: Callable[[], object], repeats: int, device: torch.device,
-          names: tuple[str, str, str, str]) -> dict:
-    """Median wall time (ms) of `repeats` runs after a warm-up, every run (so the spread is on record), the
-    warm-up's seconds and the largest peak memory growth (MiB) among the runs, under the four `names`."""
-    warmup_s = seconds(warmup, device)
-    times, peaks = [], []
+@dataclass
+class Timing:
+    """One piece of work to time: its run, the warm-up before the first run, and the record keys it fills
+    (median ms, every run's ms, warm-up seconds, peak MiB)."""
+
+    run: Callable[[], object]
+    warmup: Callable[[], object]
+    names: tuple[str, str, str, str]
+
+
+def timed_rounds(timings: list[Timing], repeats: int, device: torch.device,
+                 progress: Callable[[], object] = lambda: None) -> list[dict]:
+    """Warm every timing up, then run them round-robin `repeats` times; per timing, the median wall time (ms),
+    every run (so the spread is on record), the warm-up's seconds and, on CUDA, the largest peak memory growth (MiB;
+    on the CPU None here: see `bench.cpu_peaks`).
+
+    Round-robin because the ratios between timings are what is read: on a shared machine the load drifts, and
+    timing one net after another lets a busy minute land on one of them (seen: conv 1,169–1,552 ms within one run).
+    `progress` is called after every run."""
+    warmups = [seconds(t.warmup, device) for t in timings]
+    times: list[list[float]] = [[] for _ in timings]
+    peaks: list[list[float | None]] = [[] for _ in timings]
     for _ in range(repeats):
-        with peak_memory(device) as memory:
-            times.append(seconds(run, device) * 1000)
-        peaks.append(memory["mib"])
-    values = (statistics.median(times), [round(t, 1) for t in times], round(warmup_s, 2),
-              None if None in peaks else max(peaks))
-    return dict(zip(names, values, strict=True))
+        for i, t in enumerate(timings):
+            with peak_memory(device) if device.type == "cuda" else nullcontext({"mib": None}) as memory:
+                times[i].append(seconds(t.run, device) * 1000)
+            peaks[i].append(memory["mib"])
+            progress()
+    return [dict(zip(t.names, (statistics.median(ts), [round(x, 1) for x in ts], round(w, 2),
+                                None if None in ps else max(ps)), strict=True))
+            for t, ts, w, ps in zip(timings, times, warmups, peaks, strict=True)]

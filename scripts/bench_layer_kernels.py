@@ -4,7 +4,10 @@ For each (channels, size) of the brats recipe (8…128 channels at 64³…4³) a
 per block, a forward and a forward + backward of one 2-patch batch, in channels_last_3d (the CPU default):
   - conv, pmscn, sic and cakes as built (CAKES on NCDHW input: one conv per op, concatenated);
   - CAKES on channels_last input, where it runs all its ops as one conv of zero-padded sub-kernels (below
-    `Cakes.FUSE_BELOW` output channels: every width), and `cakes separate`: the per-op convs forced on the same input.
+    `Cakes.FUSE_BELOW` output channels: every width), and `cakes separate`: the per-op convs forced on the same input;
+  - the two kernels medseg gives its own channels-last CPU backward, against torch's: instance norm
+    (`norm torch` = nn.GroupNorm with one channel per group, `norm medseg` = medseg's InstanceNorm3d) and the 3×3×3
+    depthwise conv of SIC (`depthwise torch` = nn.Conv3d with groups=C, `depthwise medseg` = DepthwiseConv3d).
 Rounds are interleaved and the minimum is kept (the machine is shared); prints a markdown table the README quotes.
 
     python scripts/bench_layer_kernels.py [--threads 2] [--rounds 5]
@@ -17,6 +20,8 @@ from collections.abc import Callable
 import torch
 
 from medseg.blocks import make_conv3d
+from medseg.blocks.depthwise import DepthwiseConv3d
+from medseg.blocks.norm import InstanceNorm3d
 
 CL = torch.channels_last_3d
 SHAPES = {"recipe": [(8, 64), (16, 32), (32, 16), (64, 8), (128, 4)],
@@ -37,7 +42,11 @@ def variants(channels: int) -> dict[str, torch.nn.Module]:
     separate.load_state_dict(built["cakes"].state_dict())
     separate.fuse_below = 0  # never fuse: the per-op convs
     built["cakes separate"] = separate
-    return built
+    built["norm torch"] = torch.nn.GroupNorm(channels, channels)
+    built["norm medseg"] = InstanceNorm3d(channels, affine=True)
+    built["depthwise torch"] = torch.nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    built["depthwise medseg"] = DepthwiseConv3d(channels, (3, 3, 3), (1, 1, 1), (1, 1, 1))
+    return {name: block.to(memory_format=CL) for name, block in built.items()}
 
 
 def main() -> None:

@@ -122,3 +122,18 @@ def test_fibsem_hdf5_reads_as_xyz():
     assert v.array.shape == (200, 100, 50)
     labels = read_volume(shared("gala_fibsem_em", "train-gt.lzf.h5")).array
     assert labels.shape == (200, 100, 50) and labels.min() == 0 and labels.max() > 50
+
+
+def test_fast_cpu_path_predicts_what_the_plain_path_does(tmp_path):
+    """Issue 13's check on a real case: the default CPU path (channels-last, layout-keeping norms, in-place stream
+    sums, the decoder's early release) against the plain NCDHW path on torch's own kernels, bundled model."""
+    source = shared("deepmedic_brats2015_subset", "test", "brats_2013_pat0001_1")
+    files = [str(source / "Flair_subtrMeanDivStd.nii.gz"), str(source / "T1c_subtrMeanDivStd.nii.gz")]
+    masks = {}
+    for layout in ("--channels-last", "--no-channels-last"):
+        out = tmp_path / f"{layout}.nii.gz"
+        assert main(["predict", *files, "--output", str(out), "--device", "cpu", layout]) == 0
+        masks[layout] = np.asarray(nib.load(out).dataobj)
+    fast, plain = masks.values()
+    overlap = 2 * np.sum((fast > 0) & (plain > 0)) / (np.sum(fast > 0) + np.sum(plain > 0))
+    assert overlap >= 0.999 and (fast == plain).mean() >= 0.9999, (overlap, (fast == plain).mean())

@@ -1,10 +1,13 @@
-"""The fast execution path (medseg.speed, layout-keeping norm, fused CAKES) gives the outputs of the plain path."""
+"""The fast execution path (medseg.speed, layout-keeping norm, fused CAKES, the channels-last CPU backwards) gives
+the outputs and gradients of the plain path."""
 
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from medseg.blocks import make_conv3d
+from medseg.blocks.depthwise import DepthwiseConv3d
 from medseg.blocks.norm import InstanceNorm3d
 from medseg.nets import build_net
 from medseg.speed import prepare_net, to_channels_last, use_channels_last
@@ -75,16 +78,63 @@ def test_channels_last_net_equals_the_plain_net(arch, block):
         assert fast.is_contiguous(memory_format=CL)  # no layer fell back to NCDHW on the way
 
 
-def test_channels_last_training_step_matches():
+@pytest.mark.parametrize("block, kwargs", [("conv", {}), ("pmscn", {}), ("cakes", {}), ("sic", {}),
+                                           ("sic", {"connectivity": 0.5, "bias": True}), ("sic", {"spatial": "dwseq"})])
+def test_channels_last_training_step_matches(block, kwargs):
+    """The channels-last CPU training path runs its own backwards (instance norm, depthwise conv, SIC's fused
+    norm + projection); a float64 NCDHW net, on torch's own kernels, is the reference."""
     torch.manual_seed(0)
-    nets = [build_net("unet", 2, 3, block="pmscn", **TINY) for _ in range(2)]
+    nets = [build_net("unet", 2, 3, block=block, block_kwargs=kwargs, **TINY) for _ in range(2)]
+    nets[0].double()
     nets[1].load_state_dict(nets[0].state_dict())
     to_channels_last(nets[1])
-    x = torch.randn(2, 2, 16, 16, 9)
-    for net in nets:
-        net(x).square().mean().backward()
+    x = torch.randn(2, 2, 16, 16, 9) * 2 + 1
+    nets[0](x.double()).square().mean().backward()
+    nets[1](x).square().mean().backward()
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(b.grad, a.grad.float(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels, kernel, stride", [(8, (3, 3, 3), (1, 1, 1)), (32, (3, 3, 3), (2, 2, 2)),
+                                                      (12, (1, 1, 3), (1, 1, 2)), (5, (3, 3, 1), (1, 1, 1))])
+def test_depthwise_conv_gradients(channels, kernel, stride):
+    """Flipped-kernel input gradient and block-diagonal weight gradient (blocks of 16, 4 and 1 channels here)."""
+    torch.manual_seed(0)
+    conv = DepthwiseConv3d(channels, kernel, stride, tuple(k // 2 for k in kernel))
+    x = torch.randn(2, channels, 9, 8, 7, dtype=torch.float64, requires_grad=True)
+    weight = conv.weight.detach().double().requires_grad_()
+    y = F.conv3d(x, weight, None, stride, conv.padding, groups=channels)  # torch's own depthwise backward
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    fast_x = x.detach().float().contiguous(memory_format=CL).requires_grad_()
+    fast = conv(fast_x)
+    assert fast.grad_fn.name() == "DepthwiseConvFunctionBackward"
+    fast.backward(grad.float())
+    torch.testing.assert_close(fast, y.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_x.grad, x.grad.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, weight.grad.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_norm_backward_equals_torch_instance_norm(affine):
+    torch.manual_seed(0)
+    reference = nn.InstanceNorm3d(8, affine=affine).double()
+    if affine:
+        nn.init.uniform_(reference.weight)
+        nn.init.uniform_(reference.bias)
+    norm = InstanceNorm3d(8, affine=affine)
+    norm.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 8, 9, 8, 7, dtype=torch.float64) * 3 + 1
+    fast_x = x.float().contiguous(memory_format=CL).requires_grad_()
+    out = norm(fast_x)
+    assert out.grad_fn.name() == "ChannelsLastInstanceNormBackward"
+    grad = torch.randn_like(x)
+    out.backward(grad.float())
+    x.requires_grad_()
+    reference(x).backward(grad)
+    torch.testing.assert_close(fast_x.grad, x.grad.float(), rtol=1e-4, atol=1e-4)
+    for mine, theirs in zip(norm.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad.float(), rtol=1e-4, atol=1e-4)
 
 
 def test_device_defaults():
@@ -104,3 +154,34 @@ def test_compiled_net_equals_eager(capsys):
     assert "torch.compile warm-up:" in capsys.readouterr().err
     assert compiled._compiled_call_impl is not None  # compiled in place: same module, same state_dict keys
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", ["conv", "sic"])
+def test_channels_last_training_accepts_meta_tensors(block):
+    """MONAI's loaders hand the net MetaTensors: the custom backwards must not turn the in-place activations after
+    them into an autograd error."""
+    from monai.data import MetaTensor
+
+    torch.manual_seed(0)
+    net = to_channels_last(build_net("unet", 2, 3, block=block, **TINY).train())
+    net(MetaTensor(torch.randn(2, 2, 16, 16, 9))).square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("block", ["conv", "sic"])
+def test_bfloat16_autocast_training_uses_torch_kernels(block):
+    torch.manual_seed(0)
+    net = to_channels_last(build_net("unet", 2, 3, block=block, **TINY).train())
+    with torch.autocast("cpu", torch.bfloat16):
+        out = net(torch.randn(2, 2, 16, 16, 9))
+    seen, stack = set(), [out.grad_fn]
+    while stack:  # every backward node of the graph
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack += [next_node for next_node, _ in node.next_functions]
+    names = {node.name() for node in seen}
+    assert "NativeGroupNormBackward0" in names and not any("ChannelsLast" in n or "Projection" in n for n in names)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())

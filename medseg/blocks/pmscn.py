@@ -81,7 +81,9 @@ class PmSCn(nn.Module):
             self.streams.append(Stream(in_channels, w, out, kernel, stride, a, n, length, inner_act, has_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [stream(x) for stream in self.streams]
         if self.merge == "concat":
-            return torch.cat(outs, dim=1)  # (N, Σ C_out/m, ...) = (N, C_out, ...)
-        return sum(outs[1:], outs[0])
+            return torch.cat([stream(x) for stream in self.streams], dim=1)  # (N, Σ C_out/m, ...) = (N, C_out, ...)
+        y = self.streams[0](x)
+        for stream in self.streams[1:]:
+            y = y.add_(stream(x))  # in place: one output tensor alive instead of m (a conv's output is not saved)
+        return y

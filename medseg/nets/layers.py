@@ -65,6 +65,8 @@ class UShaped(nn.Module):
             x = fit_size(up(x), skip.shape[2:])
             if skip.is_contiguous(memory_format=torch.channels_last_3d):  # one thread: oneDNN's 1×1×1 conv on the
                 x = x.contiguous(memory_format=torch.channels_last_3d)  # 4³ bottleneck answers NCDHW (decoder too)
-            x = dec(torch.cat([x, skip], dim=1))  # (N, C_up + C_skip, D, H, W)
+            x = torch.cat([x, skip], dim=1)  # (N, C_up + C_skip, D, H, W)
+            del skip  # the level's peak holds only the concatenation, not its parts as well
+            x = dec(x)
             features.append(x)
         return features or [x]
