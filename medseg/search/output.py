@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from medseg.bench import render
+from medseg.bench_tables import render
 from medseg.blocks.cakes import CONFIG_SCHEMA, OPS, op_kernel
 from medseg.data.io import atomic_write
 from medseg.search.cost import Layer, Split
