@@ -54,6 +54,7 @@ class Settings:
     overlap: float
     channels_last: bool
     compile: bool
+    block_kwargs: dict[str, dict]  # per block name: settings other than its defaults
 
     @property
     def autocast(self) -> torch.dtype | None:
@@ -128,7 +129,8 @@ def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume:
     """One arch × block: its record (parameters, FLOPs of one patch) and two timings, a full-volume sliding-window
     prediction and a training step (each with its peak memory), on two copies of the net."""
     torch.manual_seed(0)
-    built = build_net(arch, IN_CHANNELS, OUT_CHANNELS, block=block, **net_kwargs)
+    built = build_net(arch, IN_CHANNELS, OUT_CHANNELS, block=block, block_kwargs=settings.block_kwargs.get(block),
+                      **net_kwargs)
     params = sum(p.numel() for p in built.parameters())
     with torch.inference_mode():
         flops = count_flops(built.eval(), torch.randn(1, IN_CHANNELS, *patch))
@@ -176,7 +178,7 @@ def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Setti
 
 def bench_layer(block: str, size: int, settings: Settings) -> tuple[dict, list[Timing]]:
     """One 64→64 k=3 stride-1 layer of `block` on a size³ input."""
-    layer = make_conv3d(block, LAYER_CHANNELS, LAYER_CHANNELS, 3)
+    layer = make_conv3d(block, LAYER_CHANNELS, LAYER_CHANNELS, 3, **settings.block_kwargs.get(block, {}))
     params = sum(p.numel() for p in layer.parameters())
     x = torch.randn(1, LAYER_CHANNELS, size, size, size, device=settings.device)
     with torch.inference_mode():
@@ -226,12 +228,15 @@ def bench(config: str | Path | None = None, archs: list[str] | None = None, bloc
           shape: tuple[int, int, int] | None = None, repeats: int = 5, device: str = "auto",
           dtype: str = "float32", channels_last: bool | None = None, compile: bool = False, widths: str = "recipe",
           overlap: float = 0.25, threads: int | None = None, layer_size: int = 64,
-          json_out: str | Path | None = None) -> list[dict]:
+          json_out: str | Path | None = None, block_kwargs: dict[str, dict] | None = None) -> list[dict]:
     """Benchmark archs × blocks (default: all registered) and one layer per block; print tables, return records.
 
-    channels_last None runs each device's default layout (medseg.speed), as predict and train do."""
+    channels_last None runs each device's default layout (medseg.speed), as predict and train do; block_kwargs
+    maps a block name to the settings it is built with instead of its defaults."""
     archs = check_names("architecture", archs or list(NETS), NETS)
     blocks = check_names("block", blocks or list(BLOCKS), BLOCKS)
+    block_kwargs = dict(block_kwargs or {})
+    check_names("block (--block-kwargs)", list(block_kwargs), BLOCKS)
     if device not in ("auto", "cpu", "cuda"):
         raise MedsegError(f"--device must be auto, cpu or cuda, got {device!r}")
     if dtype not in DTYPES:
@@ -251,7 +256,8 @@ def bench(config: str | Path | None = None, archs: list[str] | None = None, bloc
         raise MedsegError("need --shape of 3 positive sizes, --repeats ≥ 1, --overlap in [0, 1), --layer-size ≥ 0, "
                           "--threads ≥ 1")
     target = pick_device(device)
-    settings = Settings(target, DTYPES[dtype], repeats, overlap, use_channels_last(channels_last, target), compile)
+    settings = Settings(target, DTYPES[dtype], repeats, overlap, use_channels_last(channels_last, target), compile,
+                        block_kwargs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or previous_threads)  # fixed for every run, and reported
     try:
@@ -277,10 +283,10 @@ def bench(config: str | Path | None = None, archs: list[str] | None = None, bloc
                   "repeats": repeats, "mem_method": MEMORY_METHOD[settings.device.type]}
     finally:
         torch.set_num_threads(previous_threads)
-    records = [{**r, **common} for r in records]
+    records = [{**r, **common, "block_kwargs": block_kwargs.get(r["block"], {})} for r in records]
     time_key = f"{settings.device.type}_ms"
     add_ratios(records, time_key)
-    print(f"{header(records[0], shape, patch, batch, IN_CHANNELS)}\n\n{report(records, time_key)}")
+    print(f"{header(records, shape, patch, batch, IN_CHANNELS)}\n\n{report(records, time_key)}")
     if json_out:
         text = json.dumps(records, indent=1)
         atomic_write(Path(json_out), lambda tmp: tmp.write_text(text))

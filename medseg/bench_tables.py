@@ -1,6 +1,7 @@
 """The tables `medseg bench` prints from its records: ratios to the conv row, the plain-text renderer (which
 `medseg search` reuses for its summary) and the header that states what was measured."""
 
+import json
 
 RATIOS = (("params", "params_x"), ("flops", "flops_x"), ("train_ms", "train_x"), ("peak_mib", "peak_x"),
           ("train_peak_mib", "train_peak_x"))
@@ -49,8 +50,11 @@ def report(records: list[dict], time_key: str) -> str:
     return "\n\n".join(parts)
 
 
-def header(first: dict, shape: tuple[int, int, int], patch: list[int], batch: int, in_channels: int) -> str:
+def header(records: list[dict], shape: tuple[int, int, int], patch: list[int], batch: int, in_channels: int) -> str:
     """What was measured and how, so a pasted table carries its conditions."""
+    first = records[0]
+    changed = {r["block"]: r["block_kwargs"] for r in records if r.get("block_kwargs")}
+    options = "".join(f"\n{block} built with {json.dumps(kwargs)}" for block, kwargs in changed.items())
     size, patch_size = "×".join(map(str, shape)), "×".join(map(str, patch))
     layout = ", channels_last_3d" if first["channels_last"] else ""
     compiled = ", torch.compile" if first["compile"] else ""
@@ -60,4 +64,4 @@ def header(first: dict, shape: tuple[int, int, int], patch: list[int], batch: in
             f"{batch} patches, DiceCE, AdamW; medians of {first['repeats']} rounds (every net once per round) after a "
             f"warm-up\n"
             f"FLOPs: one {patch_size} patch forward; × = ratio to conv in the same arch\n"
-            f"peak memory: {first['mem_method']}")
+            f"peak memory: {first['mem_method']}{options}")

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, help="torch threads (default: torch's current setting)")
     b.add_argument("--layer-size", type=int, default=64, help="input size of the one-layer table (0: skip it)")
     b.add_argument("--json", help="also write the records to this JSON file")
+    b.add_argument("--block-kwargs", action="append", default=[], metavar="BLOCK=YAML",
+                   help="build BLOCK with these settings instead of its defaults, e.g. pmscn='{inner_act: true}' "
+                        "(repeatable)")
     sub.add_parser("doctor", help="versions, GPUs, shared memory, and warnings about what would break training")
     c = sub.add_parser("check-data", help="run training's data checks over a whole dataset, list every bad case, "
                                           "print a fingerprint (shapes, spacings, labels, intensities)")
@@ -97,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="EM voxel size in nm")
     c.add_argument("--json", help="also write the fingerprint and the problems to this JSON file")
     return parser
+
+
+def block_settings(items: list[str]) -> dict[str, dict]:
+    """`BLOCK=YAML` items (`--block-kwargs`) as {block: kwargs}."""
+    import yaml
+
+    settings = {}
+    for item in items:
+        block, sep, text = item.partition("=")
+        try:
+            kwargs = yaml.safe_load(text) if sep else None
+        except yaml.YAMLError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            raise MedsegError(f"--block-kwargs {item!r}: expected BLOCK={{key: value, …}}, e.g. pmscn='{{m: 1}}'")
+        settings[block] = kwargs
+    return settings
 
 
 USER_ERRORS = (MedsegError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -153,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             bench(args.config, args.archs, args.blocks, shape=args.shape, repeats=args.repeats,
                   device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
                   widths=args.widths, overlap=args.overlap,
-                  threads=args.threads, layer_size=args.layer_size, json_out=args.json)
+                  threads=args.threads, layer_size=args.layer_size, json_out=args.json,
+                  block_kwargs=block_settings(args.block_kwargs))
             return 0
         if command == "check-data":
             from medseg.check_data import check_data

@@ -1,6 +1,7 @@
 """LightningModule: region-wise DiceCE training (EM neurons: masked BCE + Dice on boundary maps), sliding-window
 validation (EM neurons: decoded and scored by adapted Rand error), self-describing checkpoints."""
 
+import json
 import math
 
 import lightning.pytorch as pl
@@ -18,6 +19,7 @@ from medseg.errors import MedsegError
 from medseg.labels import get_convention
 from medseg.metrics import instance_metrics
 from medseg.nets import ArchKind, build_net
+from medseg.plan import FORMAT, upgrade_net
 from medseg.speed import compile_net, to_channels_last, use_channels_last
 
 INSTANCE_SCORES = ["adapted_rand_error", "voi_split", "voi_merge"]  # EM neuron ids, lower is better
@@ -165,6 +167,17 @@ class SegModule(pl.LightningModule):
             elapsed = timer.time_elapsed("train")
             used.append(elapsed / max(1e-9, elapsed + timer.time_remaining("train")))
         return min(1.0, max(used, default=0.0))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming a run whose blocks were built under an older default needs those settings back (the weights
+        would not fit): say which, before the state_dict load fails on missing keys."""
+        stored = checkpoint.get("medseg", {})
+        net = stored.get("net", {})
+        then = upgrade_net(net, stored.get("format", FORMAT)).get("block_kwargs")
+        if then != net.get("block_kwargs") and then != self.hparams.block_kwargs:
+            raise MedsegError(f"this checkpoint's {net['block']} blocks were trained with block_kwargs "
+                              f"{json.dumps(then)} (the defaults of checkpoint format {stored['format']}); resume "
+                              f"with --model.block_kwargs='{json.dumps(then)}'")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Everything predict needs: the data module's plan completed with this network (plain JSON values)."""

@@ -17,9 +17,10 @@ from medseg.data.transforms import LabelToRegionsd, LoadCased, preprocess
 from medseg.errors import MedsegError
 from medseg.labels import Convention, get_convention
 
-# 1: the first checkpoints (the same keys without `format` checks); 2: written and checked through Plan
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# 1: the first checkpoints (the same keys without `format` checks); 2: written and checked through Plan;
+# 3: PmSCn's default became linear streams (inner_act=False); older plans read with the inner norm + act they had
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
 OPTIONAL = ("keep_largest",)  # added after format 2 checkpoints were written: their default when absent
 
@@ -107,7 +108,7 @@ class Plan:
         try:
             stored = {f.name: d[f.name] for f in fields(cls)
                       if f.name != "format" and (f.name not in OPTIONAL or f.name in d)}
-            plan = cls(**stored, format=FORMAT)
+            plan = cls(**{**stored, "net": upgrade_net(stored["net"], version)}, format=FORMAT)
             plan = replace(plan, modalities=tuple(plan.modalities), patch_size=tuple(plan.patch_size),
                            spacing=_tuple(plan.spacing), voxel_size=_tuple(plan.voxel_size))
             plan.convention  # noqa: B018 (an unknown convention fails here, with the file name below)
@@ -116,6 +117,13 @@ class Plan:
         if d.get("regions") not in (None, plan.regions):
             raise MedsegError(f"{where}: checkpoint regions {d['regions']} differ from {plan.label_convention}'s")
         return plan
+
+
+def upgrade_net(net: Mapping, version: int) -> Mapping:
+    """A stored network's arguments with the defaults it was trained under made explicit."""
+    if version < 3 and net.get("block") == "pmscn":
+        return {**net, "block_kwargs": {"inner_act": True, **(net.get("block_kwargs") or {})}}
+    return net
 
 
 def _tuple(v: Sequence | None) -> tuple | None:

@@ -3,6 +3,9 @@
 For each (channels, size) of the brats recipe (8…128 channels at 64³…4³) and of the GPU recipe (32…320) it times,
 per block, a forward and a forward + backward of one 2-patch batch, in channels_last_3d (the CPU default):
   - conv, pmscn, sic and cakes as built (CAKES on NCDHW input: one conv per op, concatenated);
+  - PmSCn with linear streams run as streams (`pmscn linear streams`) and as the one Conv3d they equal (`pmscn
+    linear fused`), and with norm + act inside the streams (`pmscn inner-act`, the default before checkpoint
+    format 3); `pmscn` as built (`inner_act="wide"`) is the fused one where that is cheaper, inner-act elsewhere;
   - CAKES on channels_last input, where it runs all its ops as one conv of zero-padded sub-kernels (below
     `Cakes.FUSE_BELOW` output channels: every width), and `cakes separate`: the per-op convs forced on the same input;
   - the two kernels medseg gives its own channels-last CPU backward, against torch's: instance norm
@@ -42,6 +45,11 @@ def variants(channels: int) -> dict[str, torch.nn.Module]:
     separate.load_state_dict(built["cakes"].state_dict())
     separate.fuse_below = 0  # never fuse: the per-op convs
     built["cakes separate"] = separate
+    for name, fuse in [("pmscn linear streams", False), ("pmscn linear fused", True)]:
+        built[name] = make_conv3d("pmscn", channels, channels, inner_act=False)
+        built[name].fuse = fuse
+    built["pmscn linear fused"].load_state_dict(built["pmscn linear streams"].state_dict())
+    built["pmscn inner-act"] = make_conv3d("pmscn", channels, channels, inner_act=True)
     built["norm torch"] = torch.nn.GroupNorm(channels, channels)
     built["norm medseg"] = InstanceNorm3d(channels, affine=True)
     built["depthwise torch"] = torch.nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False)
@@ -63,6 +71,8 @@ def main() -> None:
             blocks = variants(channels)
             with torch.no_grad():
                 torch.testing.assert_close(blocks["cakes"](x), blocks["cakes separate"](x), rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(blocks["pmscn linear fused"](x), blocks["pmscn linear streams"](x),
+                                           rtol=1e-4, atol=1e-4)
             best = {name: [float("inf"), float("inf")] for name in blocks}
             for _ in range(args.rounds):
                 for name, block in blocks.items():

@@ -31,7 +31,9 @@ from scripts.brats_datalist import cases as shared_cases  # noqa: E402
 from scripts.compare_report import write_report  # noqa: E402
 
 HELDOUT = ["brats_2013_pat0001_1", "brats_2013_pat0002_1"]
-ABLATIONS = {"+nnunet-aug": ["--data.augmentation=nnunet"], "+deep-sup": ["--model.deep_supervision=true"]}
+ABLATIONS = {"+nnunet-aug": ["--data.augmentation=nnunet"], "+deep-sup": ["--model.deep_supervision=true"],
+             "+inner-act": ["--model.block_kwargs={inner_act: true}"],  # PmSCn: norm + act in every layer's streams
+             "+linear": ["--model.block_kwargs={inner_act: false}"]}  # … in none (all layers a rank-limited conv)
 DEFAULT_VARIANTS = ["unet-conv", "unet-pmscn", "unet-cakes", "unet-sic", "unet-conv+nnunet-aug", "unet-conv+deep-sup"]
 QUICK_NET = ["--model.channels=[4,8,16]", "--model.strides=[1,2,2]", "--model.kernel_sizes=[3,3,3]",
              "--data.patch_size=[32,32,32]"]

@@ -58,9 +58,9 @@ def dice_cell(row: dict, region: str) -> str:
 
 
 def markdown(rows: list[dict], caption: str) -> str:
-    head = ("| budget | variant | Dice WT | Dice TC | Dice ET | params | GFLOP / patch | train s/step | steps | "
-            "predict s / case |\n|---|---|---|---|---|---:|---:|---:|---:|---:|")
-    lines = [f"| {r['budget']} | {r['variant']} | {dice_cell(r, 'wt')} | {dice_cell(r, 'tc')} | "
+    head = ("| budget | variant | seeds | Dice WT | Dice TC | Dice ET | params | GFLOP / patch | train s/step | "
+            "steps | predict s / case |\n|---|---|---:|---|---|---|---:|---:|---:|---:|---:|")
+    lines = [f"| {r['budget']} | {r['variant']} | {len(r['seeds'])} | {dice_cell(r, 'wt')} | {dice_cell(r, 'tc')} | "
              f"{dice_cell(r, 'et')} | {r['params']:,} | {r['gflop']:.2f} | {r['s_per_step']:.2f} | "
              f"{r['steps']:.0f} | {r['predict_s']:.1f} |" for r in rows]
     return "\n".join([head, *lines, "", caption, ""])

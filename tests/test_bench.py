@@ -86,6 +86,21 @@ def test_gpu_widths_replace_the_recipe_channels(tmp_path):
     assert records[0]["params"] == sum(p.numel() for p in net.parameters())
 
 
+def test_block_kwargs_build_the_block_with_those_settings(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE_TINY))
+    assert main(["bench", "--config", str(recipe), "--archs", "unet", "--blocks", "conv", "pmscn", "--device", "cpu",
+                 "--shape", "16", "16", "8", "--repeats", "1", "--layer-size", "4", "--threads", "1",
+                 "--block-kwargs", "pmscn={inner_act: true, m: 1}", "--json", str(tmp_path / "b.json")]) == 0
+    assert 'pmscn built with {"inner_act": true, "m": 1}' in capsys.readouterr().out
+    records = json.loads((tmp_path / "b.json").read_text())
+    net = build_net("unet", 2, 3, block="pmscn", block_kwargs={"inner_act": True, "m": 1}, **RECIPE_TINY["model"])
+    pmscn = [r for r in records if r["block"] == "pmscn"]
+    assert pmscn[0]["params"] == sum(p.numel() for p in net.parameters())
+    assert pmscn[1]["params"] == sum(p.numel() for p in BLOCKS["pmscn"](64, 64, m=1, inner_act=True).parameters())
+    assert all(r["block_kwargs"] == {"inner_act": True, "m": 1} for r in pmscn)
+
+
 def test_default_recipe_is_the_brats_one():
     net, patch, volume = load_recipe(RECIPE)
     assert net == {"channels": [8, 16, 32, 64, 128], "strides": [1, 2, 2, 2, 2], "kernel_sizes": [3] * 5}
@@ -101,8 +116,10 @@ def test_default_recipe_is_the_brats_one():
         (["--config", "missing.yaml"], "missing.yaml: not a recipe"),
         (["--repeats", "0"], "--repeats ≥ 1"),
         (["--config", "RECIPE_TINY", "--widths", "gpu"], "--widths gpu needs a 5-stage recipe"),
+        (["--block-kwargs", "pmscn"], "--block-kwargs 'pmscn': expected BLOCK={key: value, …}"),
+        (["--block-kwargs", "pmsnc={m: 1}"], "unknown block (--block-kwargs) 'pmsnc'"),
     ],
-    ids=["block", "arch", "config", "repeats", "widths"],
+    ids=["block", "arch", "config", "repeats", "widths", "kwargs", "kwargs-block"],
 )
 def test_bad_input_is_a_one_line_error(capsys, tmp_path, argv, message):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RECIPE_TINY))

@@ -62,5 +62,6 @@ def test_variant_names_combine_ablations():
     assert variant_args("unet-pmscn+nnunet-aug+deep-sup") == [
         "--model.arch=unet", "--model.block=pmscn", "--data.augmentation=nnunet", "--model.deep_supervision=true"]
     assert variant_args("densenet-sic") == ["--model.arch=densenet", "--model.block=sic"]
+    assert variant_args("unet-pmscn+inner-act")[-1] == "--model.block_kwargs={inner_act: true}"
     with pytest.raises(SystemExit, match="unknown variant 'unet-conv\\+deep-sup\\+mixup'"):
         variant_args("unet-conv+deep-sup+mixup")

@@ -41,6 +41,7 @@ def test_block_with_n2_replaces_each_double_conv_jointly():
     # 3 stages + 2 decoder levels; stage 0 starts with the plain stem, so its second conv stays a lone block
     assert count == {"single": 2 * 5 - 1, "joint": 1 + 4}
     first_stage_block = joint.encoder[0][1][0]
-    assert len(first_stage_block.streams[0]) == 4  # n forced to 1 next to the stem: 2D, norm, act, 1D (not 7)
+    assert len(first_stage_block.streams[0]) == 2  # n forced to 1 next to the stem: 2D, 1D (not 2D, 2D, 1D)
+    assert len(joint.encoder[1][0][0].streams[0]) == 7  # 2D, norm, act, 2D, norm, act, 1D: it spans two layers
     assert joint(torch.randn(1, 2, 12, 10, 8)).shape == (1, 3, 12, 10, 8)
     assert sum(p.numel() for p in joint.parameters()) < sum(p.numel() for p in single.parameters())

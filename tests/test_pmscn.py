@@ -75,3 +75,43 @@ def test_invalid_options_are_rejected():
         make_conv3d("pmscn", 4, 4, m=4)
     with pytest.raises(ValueError, match="merge"):
         make_conv3d("pmscn", 4, 4, merge="max")
+    with pytest.raises(ValueError, match="inner_act must be true, false or 'wide'"):
+        make_conv3d("pmscn", 4, 4, inner_act="narrow")
+
+
+@pytest.mark.parametrize("kernel, stride, kwargs", [
+    (3, 1, {}), (3, 1, {"m": 1}), (3, 1, {"m": 1, "k1d": 5}), (3, 1, {"m": 2, "axis": 0}),
+    (3, 1, {"merge": "concat", "bias": True}), (3, 1, {"bias": True}), (3, 2, {}), ((3, 3, 1), (2, 2, 1), {}),
+], ids=str)
+def test_fused_linear_block_equals_its_streams(kernel, stride, kwargs):
+    """The one Conv3d a linear n = 1 block runs as gives the streams' output and the streams' weight gradients."""
+    torch.manual_seed(0)
+    block = make_conv3d("pmscn", 8, 12, kernel, stride, inner_act=False, **kwargs).double()
+    x = torch.randn(2, 8, 9, 10, 11, dtype=torch.float64, requires_grad=True)
+    fused = block.fused(x)
+    block.fuse = False
+    streams = block(x)
+    torch.testing.assert_close(fused, streams, rtol=1e-10, atol=1e-10)
+    inputs = [x, *block.parameters()]
+    grads = torch.autograd.grad(streams.square().sum(), inputs)
+    for got, expected in zip(torch.autograd.grad(fused.square().sum(), inputs), grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("c_in, c_out, stride, kwargs, fuse", [
+    (8, 8, 1, {}, True), (16, 8, 1, {}, True), (16, 32, 2, {}, True),     # streams of 3–11 channels: one conv
+    (32, 32, 1, {}, False), (64, 32, 1, {}, False),                       # ≥ 11-channel streams do fewer MACs
+    (32, 32, 1, {"inner_act": False}, False),
+    (8, 8, 1, {"inner_act": True}, False), (8, 8, 1, {"n": 2, "inner_act": False}, False),  # not one linear map
+], ids=str)
+def test_narrow_linear_blocks_run_as_one_conv(c_in, c_out, stride, kwargs, fuse):
+    assert make_conv3d("pmscn", c_in, c_out, 3, stride, **kwargs).fuse is fuse
+
+
+@pytest.mark.parametrize("kwargs, narrow_layers, wide_layers", [
+    ({}, 2, 4), ({"inner_act": "wide"}, 2, 4),  # 2D, 1D (fused) | 2D, norm, act, 1D
+    ({"inner_act": False}, 2, 2), ({"inner_act": True}, 4, 4), ({"n": 2}, 7, 7),
+], ids=str)
+def test_default_keeps_the_nonlinearity_where_the_streams_are_the_cheaper_form(kwargs, narrow_layers, wide_layers):
+    assert len(make_conv3d("pmscn", 8, 8, **kwargs).streams[0]) == narrow_layers
+    assert len(make_conv3d("pmscn", 64, 64, **kwargs).streams[0]) == wide_layers

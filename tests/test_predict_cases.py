@@ -11,7 +11,8 @@ import torch
 
 from medseg.cli import main
 from medseg.errors import MedsegError
-from medseg.inference.predictor import load_checkpoint
+from medseg.inference.predictor import build_model, load_checkpoint
+from medseg.models import bundled_path
 from medseg.plan import FORMAT
 from tests.conftest import synthetic_case, write_case
 
@@ -100,6 +101,20 @@ def test_plan_round_trips_through_the_checkpoint(tiny_ckpt):
     plan, state = load_checkpoint(tiny_ckpt)
     assert plan.format == FORMAT and plan.modalities == ("flair", "t1ce") and plan.regions == ["wt", "tc", "et"]
     assert plan.to_dict()["net"] == dict(plan.net) and state
+
+
+def test_format_2_pmscn_checkpoints_keep_their_inner_norms(tmp_path, tiny_ckpt):
+    """PmSCn's streams became linear by default in format 3; a model trained before (the bundled brats model among
+    them) must still be built with the norm + act inside its streams that its weights belong to."""
+    plan, state = load_checkpoint(bundled_path("brats"))
+    assert plan.net["block"] == "pmscn" and plan.net["block_kwargs"] == {"inner_act": True}
+    build_model(plan, state, "brats")  # strict state_dict load: the inner norms' weights have their modules
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt["medseg"]["net"] = {**ckpt["medseg"]["net"], "block": "pmscn", "block_kwargs": {"m": 1}}
+    for version, expected in [(2, {"inner_act": True, "m": 1}), (FORMAT, {"m": 1})]:
+        ckpt["medseg"]["format"] = version
+        torch.save(ckpt, tmp_path / "p.ckpt")
+        assert load_checkpoint(tmp_path / "p.ckpt")[0].net["block_kwargs"] == expected
 
 
 def test_unknown_model_name_suggests_the_closest(tmp_path, capsys):

@@ -122,3 +122,19 @@ def test_resume_without_a_last_checkpoint_is_an_error(brats_root, tmp_path, caps
                f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last"])
     assert rc == 2
     assert f"error: {tmp_path / 'checkpoints'}: no last.ckpt to resume from" in capsys.readouterr().err
+
+
+def test_resuming_a_run_from_before_a_default_changed_names_the_setting(brats_root, tmp_path, capsys):
+    """A format 2 PmSCn checkpoint has norms inside its streams; resumed under today's linear default, Lightning
+    would fail on missing state_dict keys without saying why."""
+    common = ["train", "--config", str(REPO / "configs/brats.yaml"), f"--data.root={brats_root}", *TINY,
+              f"--trainer.default_root_dir={tmp_path}", "--model.block=pmscn", "--trainer.num_sanity_val_steps=0",
+              "--data.steps_per_epoch=1"]
+    assert main([*common, "--trainer.max_steps=1"]) == 0
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["medseg"]["format"] = 2
+    torch.save(ckpt, last)
+    capsys.readouterr()
+    assert main([*common, "--trainer.max_steps=2", "--ckpt_path=last"]) == 2
+    assert """resume with --model.block_kwargs='{"inner_act": true}'""" in capsys.readouterr().err

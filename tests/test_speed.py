@@ -78,7 +78,8 @@ def test_channels_last_net_equals_the_plain_net(arch, block):
         assert fast.is_contiguous(memory_format=CL)  # no layer fell back to NCDHW on the way
 
 
-@pytest.mark.parametrize("block, kwargs", [("conv", {}), ("pmscn", {}), ("cakes", {}), ("sic", {}),
+@pytest.mark.parametrize("block, kwargs", [("conv", {}), ("pmscn", {}), ("pmscn", {"inner_act": True}),
+                                           ("cakes", {}), ("sic", {}),
                                            ("sic", {"connectivity": 0.5, "bias": True}), ("sic", {"spatial": "dwseq"})])
 def test_channels_last_training_step_matches(block, kwargs):
     """The channels-last CPU training path runs its own backwards (instance norm, depthwise conv, SIC's fused

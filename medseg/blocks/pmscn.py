@@ -10,7 +10,19 @@ With n ≥ 2 a block replaces n consecutive 3D convs (a UNet double conv), shari
 
 Axes are the spatial axes of (N, C, S0, S1, S2); after RAS reorientation S2 is through-plane for axial scans, so
 `axis=2` (the default) makes the m = 1 stream in-plane 2D + through-plane 1D. Strides follow R(2+1)D: the first
-2D conv strides on its plane, the 1D conv on its axis. Norm + LeakyReLU sit inside each stream (not at the output).
+2D conv strides on its plane, the 1D conv on its axis.
+
+Nonlinear streams cannot be fast in narrow layers: below 16 channels each thin 2D or 1D conv costs about what a
+16-channel one does (oneDNN computes channels in blocks of 16 on AVX-512), so at a UNet's 8-channel full resolution
+the three streams with their norms take 3–4× the 3D conv they replace. Linear streams (`inner_act=False`, the
+norm─act pairs above left out) make the block a rank-limited 3D conv (blocks-spec §2.3), and with n = 1, since
+each stream's 2D and 1D conv act on different axes, exactly one Conv3d whose kernel is built from the stream
+weights on every call (re-parameterisation, as ACNet and RepVGG fuse branches; gradients reach the stream weights
+through it). The default for n = 1, `inner_act="wide"`, takes each layer's cheaper form: linear and fused where the
+one conv does fewer padded multiply-adds than the streams (narrow and strided layers), norm + act inside the
+streams elsewhere. In 300-step BraTS runs (README, 4 seeds) it kept whole-tumour Dice within the seed spread of
+norm + act everywhere, at 0.6× its training step time; all-linear streams lost 0.04. n ≥ 2 keeps norm + act (its
+block spans n layers), as did every PmSCn before checkpoint format 3 (such checkpoints load with it).
 """
 
 import math
@@ -18,9 +30,16 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from medseg.blocks.norm import InstanceNorm3d
-from medseg.blocks.size import Size3, even_split, keep_axes, same_padding, triple
+from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
+
+LANES = 16  # channels per SIMD block of oneDNN's AVX-512 convolutions: a thinner conv costs as if this wide
+
+
+def lanes(channels: int) -> int:
+    return -(-channels // LANES) * LANES
 
 
 def stream_axes(m: int, axis: int) -> list[int]:
@@ -47,6 +66,15 @@ class Stream(nn.Sequential):
         layers.append(nn.Conv3d(width, out_channels, k1, keep_axes(stride, [axis]), same_padding(k1), bias=bias))
         super().__init__(*layers)
 
+    def kernel(self) -> torch.Tensor:
+        """The Conv3d kernel equal to a linear n = 1 stream: per channel pair the outer product of its 2D kernel
+        (1 tap on the stream's axis) and its 1D kernel (1 tap on the plane), summed over the stream width."""
+        plane, line = self[0].weight, self[-1].weight  # (M, C_in, *k_plane), (C_out, M, *k_line)
+        w = torch.einsum("omt,mip->oitp", line.flatten(2), plane.flatten(2))  # (C_out, C_in, k_line, k_plane)
+        w = w.reshape(*w.shape[:2], *line.shape[2:], *plane.shape[2:])  # (C_out, C_in, l0, l1, l2, p0, p1, p2)
+        w = w.permute(0, 1, 2, 5, 3, 6, 4, 7)  # (C_out, C_in, l0, p0, l1, p1, l2, p2): one of each pair is 1
+        return w.reshape(*w.shape[:2], *(a * b for a, b in zip(line.shape[2:], plane.shape[2:], strict=True)))
+
 
 class PmSCn(nn.Module):
     """Drop-in Conv3d made of m parallel 2D→1D streams (sum-merged by default).
@@ -58,32 +86,64 @@ class PmSCn(nn.Module):
             "concat", which is what makes the block ~0.4× a Conv3d's parameters (blocks-spec §2.4).
         k1d: 1D kernel length; defaults to the base kernel for m ≥ 2 and n(k−1)+1 for m = 1 (keeps the receptive
             field of the n convs replaced, blocks-spec §2.7 P5).
-        inner_act: norm + activation inside the streams; False gives the linear block of the decomposition view.
+        inner_act: norm + activation inside the streams: True, False (the linear block of the decomposition view,
+            run as one Conv3d where that is cheaper, `fuse`), or "wide": True only where the streams are cheaper
+            than that one conv. Default: "wide" for n = 1, True for n ≥ 2.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size3 = 3, stride: Size3 = 1, *,
                  bias: bool = False, m: int = 3, n: int = 1, width: int | None = None, k1d: int | None = None,
-                 merge: Literal["sum", "concat"] = "sum", axis: int = 2, inner_act: bool = True):
+                 merge: Literal["sum", "concat"] = "sum", axis: int = 2,
+                 inner_act: bool | Literal["wide"] | None = None):
         super().__init__()
         kernel, stride = triple(kernel_size), triple(stride)
         if merge not in ("sum", "concat"):
             raise ValueError(f"pmscn: merge must be 'sum' or 'concat', got {merge!r}")
         if n < 1:
             raise ValueError(f"pmscn: n must be ≥ 1, got {n}")
+        if inner_act not in (None, True, False, "wide"):
+            raise ValueError(f"pmscn: inner_act must be true, false or 'wide', got {inner_act!r}")
         axes = stream_axes(m, axis)
         outs = [out_channels] * m if merge == "sum" else even_split(out_channels, m)
-        self.merge = merge
+        widths = [width or (math.ceil(out_channels / m) if merge == "sum" else out) for out in outs]
+        lengths = [k1d or (kernel[a] if m > 1 else n * (kernel[a] - 1) + 1) for a in axes]
+        lines = [length if kernel[a] > 1 else 1 for a, length in zip(axes, lengths, strict=True)]
+        shapes = [tuple(line if d == a else kernel[d] for d in range(3)) for a, line in zip(axes, lines, strict=True)]
+        self.fused_shape = tuple(max(k[d] for k in shapes) for d in range(3))
+        # padded multiply-adds per output voxel (channels in blocks of LANES); the 2D conv skips its axis' stride
+        factored_cost = sum(math.prod(keep_axes(kernel, [d for d in range(3) if d != a])) * lanes(in_channels)
+                            * lanes(w) * stride[a] + line * lanes(w) * lanes(out)
+                            for a, w, line, out in zip(axes, widths, lines, outs, strict=True))
+        fused_cost = math.prod(self.fused_shape) * lanes(in_channels) * lanes(out_channels)
+        cheaper_fused = n == 1 and fused_cost <= factored_cost
+        if inner_act is None:
+            inner_act = True if n > 1 else "wide"
+        if inner_act == "wide":  # part of checkpoint format 3: a changed rule would change the modules built
+            inner_act = not cheaper_fused
+        self.fuse = not inner_act and cheaper_fused
+        self.merge, self.stride = merge, stride
         self.streams = nn.ModuleList()
-        for s, (a, out) in enumerate(zip(axes, outs, strict=True)):
-            length = k1d or (kernel[a] if m > 1 else n * (kernel[a] - 1) + 1)
-            w = width or (math.ceil(out_channels / m) if merge == "sum" else out)
+        for s, (a, out, w, length) in enumerate(zip(axes, outs, widths, lengths, strict=True)):
             has_bias = bias and (merge == "concat" or s == 0)  # one bias for the summed output
             self.streams.append(Stream(in_channels, w, out, kernel, stride, a, n, length, inner_act, has_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fuse:
+            return self.fused(x)
         if self.merge == "concat":
             return torch.cat([stream(x) for stream in self.streams], dim=1)  # (N, Σ C_out/m, ...) = (N, C_out, ...)
         y = self.streams[0](x)
         for stream in self.streams[1:]:
             y = y.add_(stream(x))  # in place: one output tensor alive instead of m (a conv's output is not saved)
         return y
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear n = 1 block as one Conv3d: equal to the streams (each stream's padding is its kernel's own
+        "same" padding, so zero-padding the kernels to a common size keeps every output voxel)."""
+        kernels = [pad_kernel(stream.kernel(), self.fused_shape) for stream in self.streams]
+        biases = [stream[-1].bias for stream in self.streams]
+        if self.merge == "sum":
+            weight, bias = torch.stack(kernels).sum(0), biases[0]
+        else:
+            weight, bias = torch.cat(kernels), (torch.cat(biases) if biases[0] is not None else None)
+        return F.conv3d(x, weight, bias, self.stride, same_padding(self.fused_shape))
