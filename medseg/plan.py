@@ -18,7 +18,8 @@ from medseg.errors import MedsegError
 from medseg.labels import Convention, get_convention
 
 # 1: the first checkpoints (the same keys without `format` checks); 2: written and checked through Plan;
-# 3: PmSCn's default became linear streams (inner_act=False); older plans read with the inner norm + act they had
+# 3: PmSCn's default became inner_act 'wide' (linear, fused streams in narrow layers); older plans read with the
+# inner norm + act in every stream that they were trained with
 FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
