@@ -8,12 +8,14 @@ per block, a forward and a forward + backward of one 2-patch batch, in channels_
     format 3); `pmscn` as built (`inner_act="wide"`) is the fused one where that is cheaper, inner-act elsewhere;
   - CAKES on channels_last input, where it runs all its ops as one conv of zero-padded sub-kernels (below
     `Cakes.FUSE_BELOW` output channels: every width), and `cakes separate`: the per-op convs forced on the same input;
+  - SIC followed by the instance norm every net puts after a block, as two steps (`sic + norm`) and with the norm
+    folded into SIC's projection (`sic + norm folded`, `SIC.forward_normed`, what `ConvNormAct` runs);
   - the two kernels medseg gives its own channels-last CPU backward, against torch's: instance norm
     (`norm torch` = nn.GroupNorm with one channel per group, `norm medseg` = medseg's InstanceNorm3d) and the 3×3×3
     depthwise conv of SIC (`depthwise torch` = nn.Conv3d with groups=C, `depthwise medseg` = DepthwiseConv3d).
 Rounds are interleaved and the minimum is kept (the machine is shared); prints a markdown table the README quotes.
 
-    python scripts/bench_layer_kernels.py [--threads 2] [--rounds 5]
+    python scripts/bench_layer_kernels.py [--threads 2] [--rounds 5] [--widths recipe gpu] [--rows conv sic …]
 """
 
 import argparse
@@ -37,6 +39,17 @@ def seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+class ThenNorm(torch.nn.Module):
+    """A block, then an affine instance norm: as two steps, or folded into the block (`forward_normed`)."""
+
+    def __init__(self, block: torch.nn.Module, fold: bool):
+        super().__init__()
+        self.block, self.norm, self.fold = block, InstanceNorm3d(block.project.weight.shape[0], affine=True), fold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.forward_normed(x, self.norm) if self.fold else self.norm(self.block(x))
+
+
 def variants(channels: int) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     built = {kind: make_conv3d(kind, channels, channels).to(memory_format=CL) for kind in ("conv", "pmscn", "sic")}
@@ -50,6 +63,8 @@ def variants(channels: int) -> dict[str, torch.nn.Module]:
         built[name].fuse = fuse
     built["pmscn linear fused"].load_state_dict(built["pmscn linear streams"].state_dict())
     built["pmscn inner-act"] = make_conv3d("pmscn", channels, channels, inner_act=True)
+    built["sic + norm"] = ThenNorm(built["sic"], fold=False)
+    built["sic + norm folded"] = ThenNorm(built["sic"], fold=True)
     built["norm torch"] = torch.nn.GroupNorm(channels, channels)
     built["norm medseg"] = InstanceNorm3d(channels, affine=True)
     built["depthwise torch"] = torch.nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False)
@@ -62,6 +77,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--widths", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--rows", nargs="+", help="only these rows, e.g. conv 'sic + norm' (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("| widths | layer (batch 2) | block | forward ms | forward + backward ms |\n|---|---|---|---:|---:|")
@@ -73,9 +89,12 @@ def main() -> None:
                 torch.testing.assert_close(blocks["cakes"](x), blocks["cakes separate"](x), rtol=1e-4, atol=1e-4)
                 torch.testing.assert_close(blocks["pmscn linear fused"](x), blocks["pmscn linear streams"](x),
                                            rtol=1e-4, atol=1e-4)
-            best = {name: [float("inf"), float("inf")] for name in blocks}
+                torch.testing.assert_close(blocks["sic + norm folded"](x), blocks["sic + norm"](x), rtol=1e-4,
+                                           atol=1e-4)
+            best = {name: [float("inf"), float("inf")] for name in args.rows or blocks}
             for _ in range(args.rounds):
-                for name, block in blocks.items():
+                for name in best:
+                    block = blocks[name]
                     with torch.no_grad():
                         best[name][0] = min(best[name][0], seconds(lambda b=block, x=x: b(x)))
                     xg = x.detach().requires_grad_()

@@ -92,8 +92,11 @@ def test_channels_last_training_step_matches(block, kwargs):
     x = torch.randn(2, 2, 16, 16, 9) * 2 + 1
     nets[0](x.double()).square().mean().backward()
     nets[1](x).square().mean().backward()
+    # float32 through a dozen norms: differences of 1e-4 against gradients of 0.1 on AVX-512 machines; a wrong
+    # gradient is off by its own size
+    scale = max(p.grad.abs().max().item() for p in nets[0].parameters())
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad.float(), rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(b.grad, a.grad.float(), rtol=1e-2, atol=2e-3 * scale)
 
 
 @pytest.mark.parametrize("channels, kernel, stride", [(8, (3, 3, 3), (1, 1, 1)), (32, (3, 3, 3), (2, 2, 2)),
@@ -186,3 +189,39 @@ def test_bfloat16_autocast_training_uses_torch_kernels(block):
     assert out.dtype == torch.bfloat16
     out.float().square().mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("kwargs, stride", [({}, 1), ({"norm": False}, 1), ({"connectivity": 0.5, "bias": True}, 1),
+                                            ({}, (2, 2, 1))])
+@pytest.mark.parametrize("affine", [True, False])
+def test_sic_folds_the_following_instance_norm(kwargs, stride, affine):
+    """ConvNormAct(sic): the instance norm after SIC is folded into its projection (statistics from the depthwise
+    output's Gram matrix); outputs and every gradient equal the unfolded float64 layer on torch's own kernels."""
+    from medseg.nets.layers import ConvNormAct
+
+    torch.manual_seed(0)
+    reference = ConvNormAct("sic", 8, 8, 3, stride, kwargs).double()
+    norm = reference[1]
+    if affine:
+        nn.init.uniform_(norm.weight, 0.5, 2)
+        nn.init.uniform_(norm.bias, -1, 1)
+    else:
+        reference[1] = InstanceNorm3d(8, affine=False).double()
+    layer = ConvNormAct("sic", 8, 8, 3, stride, kwargs)
+    layer[1] = InstanceNorm3d(8, affine=affine)
+    layer.load_state_dict(reference.state_dict())
+    to_channels_last(layer)
+    x = torch.randn(2, 8, 10, 9, 7, dtype=torch.float64) * 3 + torch.arange(8.0, dtype=torch.float64)[:, None, None,
+                                                                                                          None]
+    fast_x = x.float().contiguous(memory_format=CL).requires_grad_()
+    out = layer(fast_x)
+    assert out.grad_fn.next_functions[0][0].name() == "SpatialNormProjectionBackward"  # act ← the folded step
+    x.requires_grad_()
+    expected = reference(x)
+    torch.testing.assert_close(out, expected.float(), rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    out.backward(grad.float())
+    torch.testing.assert_close(fast_x.grad, x.grad.float(), rtol=1e-4, atol=1e-4)
+    for (name, mine), theirs in zip(layer.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad.float(), rtol=1e-3, atol=1e-4, msg=name)

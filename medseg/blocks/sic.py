@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medseg.blocks.depthwise import DepthwiseConv3d, depthwise_grads
-from medseg.blocks.norm import InstanceNorm3d, column_sums, cpu_channels_last, instance_stats, plain, voxel_rows
+from medseg.blocks.norm import InstanceNorm3d, column_sums, cpu_channels_last, plain, voxel_rows
 from medseg.blocks.size import Size3, fit_size, keep_axes, same_padding, triple
 
 
@@ -110,9 +110,8 @@ class SIC(nn.Module):
                                                        bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.spatial, DepthwiseConv3d) and isinstance(self.norm, InstanceNorm3d) and cpu_channels_last(x):
-            y = SpatialNormProjection.apply(plain(x), self.spatial.weight, self.project.dense_weight(),
-                                            self.project.bias, self.norm.eps, self.spatial.stride, self.spatial.padding)
+        if isinstance(self.norm, InstanceNorm3d) and self.folds(x):
+            y = self.folded(x, None)
         else:
             y = self.project(self.norm(self.spatial(x)))
         if self.up is None:
@@ -120,61 +119,98 @@ class SIC(nn.Module):
         size = [math.ceil(n / s) for n, s in zip(x.shape[2:], self.stride, strict=True)]
         return fit_size(self.up(y), size)  # 2·⌈L/2s⌉ ≥ ⌈L/s⌉: crop the extra voxel of odd sizes
 
+    def forward_normed(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """norm(self(x)), with an instance norm folded into the projection where the fused path runs: the
+        projection's output statistics follow from the depthwise output's channel sums and Gram matrix, so the
+        output is normalised without a pass of its own and the un-normalised tensor is never kept for the backward
+        (`ConvNormAct` calls this)."""
+        if self.up is None and type(norm) is InstanceNorm3d and not norm.track_running_stats and self.folds(x):
+            return self.folded(x, norm)  # also without the inner norm: the outer one still removes d's mean
+        return norm(self(x))
 
-def norm_projection(d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    eps: float) -> tuple[torch.Tensor, tuple]:
-    """Parameter-free instance norm of channels-last d, then the projection `weight` (C_out, C_in), without
-    materialising the normalised tensor: y = (P·diag(rstd))·d + (b − P·(mean·rstd)), one batched GEMM on the
-    (N, voxels, C) view. Returns y (channels-last) and the statistics the backward needs."""
-    rows = voxel_rows(d)  # (N, V, C_in)
-    mean, rstd = instance_stats(rows, eps)  # (N, C_in)
-    scaled = weight * rstd[:, None, :]  # (N, C_out, C_in): P·diag(rstd) per sample
-    shift = -(scaled @ mean[:, :, None])[:, :, 0]  # (N, C_out)
-    if bias is not None:
-        shift = shift + bias
-    # (N, V, C_out); bmm then add_, as baddbmm first copies the broadcast shift into the output (a slower pass)
-    out = torch.bmm(rows, scaled.transpose(1, 2)).add_(shift[:, None, :])
-    return out.view(d.shape[0], *d.shape[2:], -1).permute(0, 4, 1, 2, 3), (mean, rstd, scaled)
+    def folds(self, x: torch.Tensor) -> bool:
+        return isinstance(self.spatial, DepthwiseConv3d) and cpu_channels_last(x)
+
+    def folded(self, x: torch.Tensor, norm: nn.Module | None) -> torch.Tensor:
+        """The depthwise conv → inner norm → projection [→ `norm`] as one `SpatialNormProjection`."""
+        inner_eps = self.norm.eps if isinstance(self.norm, InstanceNorm3d) else None
+        outer = (None, None, None) if norm is None else (norm.weight, norm.bias, norm.eps)
+        return SpatialNormProjection.apply(plain(x), self.spatial.weight, self.project.dense_weight(),
+                                           self.project.bias, *outer[:2],
+                                           (self.spatial.stride, self.spatial.padding, inner_eps, outer[2]))
 
 
-def norm_projection_grads(dy: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stats: tuple) -> tuple:
-    """(dd, dweight, dbias) of `norm_projection`; dd is written over `d` (the backward recomputed it)."""
-    mean, rstd, scaled = stats
-    rows, dy_rows = voxel_rows(d), voxel_rows(dy.contiguous(memory_format=torch.channels_last_3d))
-    voxels = rows.shape[1]
-    d_shift = column_sums(dy_rows)  # (N, C_out)
-    d_scaled = dy_rows.transpose(1, 2) @ rows - d_shift[:, :, None] * mean[:, None, :]  # shift = −scaled·mean
-    d_mean = -(d_shift[:, :, None] * scaled).sum(1)  # (N, C_in)
-    d_var = -0.5 * (d_scaled * weight).sum(1) * rstd**3  # rstd = (var + eps)^−½, var = E[d²] − mean²
-    # dd = d·2·d_var/V + (d_mean − 2·mean·d_var)/V + dy·scaled, written over d: no second full-size buffer
-    rows.mul_((2 * d_var / voxels)[:, None, :]).add_((d_mean - 2 * mean * d_var)[:, None, :] / voxels)
-    rows.baddbmm_(dy_rows, scaled)
-    return d, (d_scaled * rstd[:, None, :]).sum(0), d_shift.sum(0)
+def affine_map(total: torch.Tensor, gram: torch.Tensor, voxels: int, weight: torch.Tensor,
+               bias: torch.Tensor | None, out_weight: torch.Tensor | None, out_bias: torch.Tensor | None,
+               eps: float | None, out_eps: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-sample (N, C_out, C_in) matrix A and (N, C_out) shift c such that d·Aᵀ + c is the projection
+    `weight` (C_out, C_in) of d after SIC's parameter-free instance norm (eps; None: no norm), followed, when
+    out_eps is given, by an instance norm with affine out_weight, out_bias. Everything comes from d's per-sample
+    channel sums `total` (N, C_in) and Gram matrix `gram` (N, C_in, C_in): the norms' statistics are linear
+    algebra on these (the outer variance is diag(A·Σ·Aᵀ), Σ the covariance of d), as E[x²] − E[x]², which is
+    how group_norm's CPU kernel computes them. Small tensors only: autograd differentiates it in the backward."""
+    mean = total / voxels  # (N, C_in)
+    cov = gram / voxels - mean[:, :, None] * mean[:, None, :]  # (N, C_in, C_in)
+    matrix = weight.expand(total.shape[0], *weight.shape)  # (N, C_out, C_in)
+    if eps is not None:
+        matrix = matrix * torch.rsqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0) + eps)[:, None, :]
+    if out_eps is not None:  # the bias is a per-channel constant, which the outer norm removes
+        scale = torch.rsqrt(((matrix @ cov) * matrix).sum(2).clamp_min(0) + out_eps)  # (N, C_out)
+        matrix = matrix * (scale if out_weight is None else scale * out_weight)[:, :, None]
+        bias = out_bias
+    shift = -(matrix @ mean[:, :, None])[:, :, 0]  # (N, C_out)
+    return matrix, shift if bias is None else shift + bias
 
 
 class SpatialNormProjection(torch.autograd.Function):
-    """SIC's depthwise conv → parameter-free norm → projection as one step on channels-last CPU tensors.
+    """SIC's depthwise conv → parameter-free norm → projection [→ instance norm] as one step on channels-last CPU
+    tensors: one depthwise conv, one Gram matrix, one GEMM (`affine_map`).
 
     It saves only the block's input: the depthwise output is recomputed in the backward (one depthwise forward,
-    2×8×64³: 3 ms), and the normalised tensor never exists (`norm_projection`). The two-step path kept both for
-    the backward, which made SIC's training step hold 1.70× the conv UNet's memory (`medseg bench`).
+    2×8×64³: 3 ms), and neither the normalised nor the projected tensor exists apart from the output. The two-step
+    path kept both for the backward, which made SIC's training step hold 1.70× the conv UNet's memory
+    (`medseg bench`). Backward: with z = d·Aᵀ + c, dA = dzᵀ·d and dc = Σ dz; autograd takes these through
+    `affine_map` to the sums, the Gram matrix and the parameters, and dd = dz·A + d·(dG + dGᵀ) + Σ-term.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dw_weight: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                eps: float, stride: tuple, padding: tuple) -> torch.Tensor:
+                out_weight: torch.Tensor | None, out_bias: torch.Tensor | None, conf: tuple) -> torch.Tensor:
+        stride, padding, eps, out_eps = conf
         d = F.conv3d(x, dw_weight, None, stride, padding, groups=x.shape[1])
-        y, stats = norm_projection(d, weight, bias, eps)
-        ctx.save_for_backward(x, dw_weight, weight, *stats)
-        ctx.conf = (stride, padding)
-        return y
+        rows = voxel_rows(d)  # (N, V, C_in)
+        total, gram = column_sums(rows), rows.transpose(1, 2) @ rows
+        matrix, shift = affine_map(total, gram, rows.shape[1], weight, bias, out_weight, out_bias, eps, out_eps)
+        out = torch.empty(d.shape[0], weight.shape[0], *d.shape[2:], dtype=d.dtype,
+                          memory_format=torch.channels_last_3d)
+        # into out's (N, V, C_out) rows, so that out is no view (the in-place activation after it needs that); bmm
+        # then add_, as baddbmm first copies the broadcast shift into the output (a slower pass)
+        torch.bmm(rows, matrix.transpose(1, 2), out=voxel_rows(out)).add_(shift[:, None, :])
+        ctx.save_for_backward(x, dw_weight, weight, bias, out_weight, out_bias, total, gram)
+        ctx.conf = conf
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dy: torch.Tensor) -> tuple:
-        x, dw_weight, weight, *stats = ctx.saved_tensors
-        stride, padding = ctx.conf
+    def backward(ctx, dz: torch.Tensor) -> tuple:
+        x, dw_weight, *small = ctx.saved_tensors
+        stride, padding, eps, out_eps = ctx.conf
         d = F.conv3d(x, dw_weight, None, stride, padding, groups=x.shape[1])
-        dd, d_weight, d_bias = norm_projection_grads(dy, d, weight, stats)  # dd: d's buffer
+        rows, dz_rows = voxel_rows(d), voxel_rows(dz.contiguous(memory_format=torch.channels_last_3d))
+        with torch.enable_grad():  # weight, bias, out_weight, out_bias, total, gram as leaves of the small graph
+            leaves = [None if t is None else t.detach().requires_grad_() for t in small]
+            weight, bias, out_weight, out_bias, total, gram = leaves
+            matrix, shift = affine_map(total, gram, rows.shape[1], weight, bias, out_weight, out_bias, eps, out_eps)
+        given = [t for t in leaves if t is not None]
+        grads = iter(torch.autograd.grad((matrix, shift), given, (dz_rows.transpose(1, 2) @ rows,
+                                                                   column_sums(dz_rows)), allow_unused=True))
+        d_weight, d_bias, d_out_weight, d_out_bias, d_total, d_gram = [
+            None if t is None else next(grads) for t in leaves]
+        if d_bias is None and bias is not None:  # the outer norm removes the bias: its gradient is zero
+            d_bias = torch.zeros_like(bias)
+        dd = torch.bmm(rows, d_gram + d_gram.transpose(1, 2))  # (N, V, C_in), a new buffer: d is read in it
+        del d, rows
+        dd.baddbmm_(dz_rows, matrix.detach()).add_(d_total[:, None, :])
+        dd = dd.view(x.shape[0], *dz.shape[2:], -1).permute(0, 4, 1, 2, 3)  # (N, C_in, D', H', W') channels-last
         dx, d_dw = depthwise_grads(dd, x, dw_weight, stride, padding, ctx.needs_input_grad[:2])
-        return dx, d_dw, d_weight, d_bias if ctx.needs_input_grad[3] else None, None, None, None
+        return dx, d_dw, d_weight, d_bias, d_out_weight, d_out_bias, None

@@ -19,6 +19,11 @@ class ConvNormAct(nn.Sequential):
             nn.LeakyReLU(0.01, inplace=True),
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, act = self
+        normed = getattr(conv, "forward_normed", None)  # a block that folds the norm after it into its own step
+        return act(normed(x, norm) if normed else norm(conv(x)))
+
 
 class Upsample(nn.Sequential):
     """1×1×1 conv to the skip's width, then trilinear interpolation by the stage stride (per axis, so (2, 2, 1)
