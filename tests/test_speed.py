@@ -225,3 +225,12 @@ def test_sic_folds_the_following_instance_norm(kwargs, stride, affine):
     torch.testing.assert_close(fast_x.grad, x.grad.float(), rtol=1e-4, atol=1e-4)
     for (name, mine), theirs in zip(layer.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, theirs.grad.float(), rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_sic_leaves_the_norm_unfolded_in_small_layers():
+    """Below FOLD_VOXELS_PER_CHANNEL voxels per channel (deep layers) the norm runs on its own."""
+    from medseg.nets.layers import ConvNormAct
+
+    layer = to_channels_last(ConvNormAct("sic", 32, 32, 3))
+    out = layer(torch.randn(2, 32, 4, 4, 4).contiguous(memory_format=CL).requires_grad_())
+    assert out.grad_fn.next_functions[0][0].name() == "ChannelsLastInstanceNormBackward"
