@@ -9,7 +9,8 @@ from medseg.blocks.size import fit_size, triple
 
 
 class ConvNormAct(nn.Sequential):
-    """One swappable 3D conv followed by the norm and activation that blocks deliberately leave out."""
+    """One swappable 3D conv followed by the norm and activation that blocks deliberately leave out; a block with a
+    `forward_normed(x, norm)` (SIC) computes conv + norm as one step, with the same modules and state_dict."""
 
     def __init__(self, block: str, in_channels: int, out_channels: int, kernel_size: Size3, stride: Size3 = 1,
                  block_kwargs: dict | None = None):
