@@ -234,3 +234,28 @@ def test_sic_leaves_the_norm_unfolded_in_small_layers():
     layer = to_channels_last(ConvNormAct("sic", 32, 32, 3))
     out = layer(torch.randn(2, 32, 4, 4, 4).contiguous(memory_format=CL).requires_grad_())
     assert out.grad_fn.next_functions[0][0].name() == "ChannelsLastInstanceNormBackward"
+
+
+@pytest.mark.parametrize("block, kwargs", [("cakes", {"bias": True}), ("pmscn", {"inner_act": False, "bias": True}),
+                                           ("pmscn", {"inner_act": False, "merge": "concat", "bias": True})])
+def test_built_kernels_are_rebuilt_in_the_backward(block, kwargs):
+    """CAKES's and PmSCn's one-conv paths keep their parameters, not the kernel built from them, for the backward;
+    gradients equal a float64 run of the same layer on torch's own autograd."""
+    torch.manual_seed(0)
+    layer = make_conv3d(block, 8, 12, 3, (2, 2, 1), **kwargs)
+    reference = make_conv3d(block, 8, 12, 3, (2, 2, 1), **kwargs).double()
+    reference.load_state_dict(layer.state_dict())
+    to_channels_last(layer)
+    x = torch.randn(2, 8, 9, 8, 7, dtype=torch.float64)
+    fast_x = x.float().contiguous(memory_format=CL).requires_grad_()
+    out = layer(fast_x)
+    assert out.grad_fn.name() == "BuiltKernelConvBackward"
+    x.requires_grad_()
+    expected = reference(x)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    out.backward(grad.float())
+    torch.testing.assert_close(out, expected.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast_x.grad, x.grad.float(), rtol=1e-4, atol=1e-4)
+    for mine, theirs in zip(layer.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad.float(), rtol=1e-4, atol=1e-4)

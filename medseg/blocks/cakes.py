@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from medseg.blocks.built import built_conv3d
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
 from medseg.errors import MedsegError
 
@@ -120,10 +120,15 @@ class Cakes(nn.Module):
         memory traffic, not arithmetic, so the dense kernel costs what one conv costs instead of one conv per op
         (at every width of the recipe nets: measured above); NCDHW runs (the GPU) keep the separate convs and the
         nominal FLOPs that `medseg bench` and `medseg search` count."""
-        weight = torch.cat([pad_kernel(conv.weight, self.kernel) for conv in self.convs])  # (C_out, C_in, *kernel)
-        bias = torch.cat([conv.bias for conv in self.convs]) if self.bias else None
-        return F.conv3d(x, weight.contiguous(memory_format=torch.channels_last_3d), bias, self.stride,
-                        same_padding(self.kernel))
+        params = [t for conv in self.convs for t in (conv.weight, conv.bias) if t is not None]
+        return built_conv3d(x, self.fused_kernel, params, self.stride, same_padding(self.kernel))
+
+    def fused_kernel(self, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of the one conv from the ops' (weight[, bias]), in op order."""
+        step = 2 if self.bias else 1
+        weight = torch.cat([pad_kernel(w, self.kernel) for w in params[::step]])  # (C_out, C_in, *kernel)
+        bias = torch.cat(params[1::2]) if self.bias else None
+        return weight.contiguous(memory_format=torch.channels_last_3d), bias
 
     def extra_repr(self) -> str:
         return f"split={self.split}"
