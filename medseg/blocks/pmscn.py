@@ -30,8 +30,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from medseg.blocks.built import built_conv3d
 from medseg.blocks.norm import InstanceNorm3d
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
 
@@ -66,17 +66,14 @@ class Stream(nn.Sequential):
         layers.append(nn.Conv3d(width, out_channels, k1, keep_axes(stride, [axis]), same_padding(k1), bias=bias))
         super().__init__(*layers)
 
-
-
-def stream_kernel(plane: torch.Tensor, line: torch.Tensor) -> torch.Tensor:
-    """The Conv3d kernel equal to a linear n = 1 stream of 2D kernel `plane` and 1D kernel `line`: per channel pair
-    the outer product of its 2D kernel (1 tap on the stream's axis) and its 1D kernel (1 tap on the plane), summed
-    over the stream width."""
-    # plane (M, C_in, *k_plane), line (C_out, M, *k_line)
-    w = torch.einsum("omt,mip->oitp", line.flatten(2), plane.flatten(2))  # (C_out, C_in, k_line, k_plane)
-    w = w.reshape(*w.shape[:2], *line.shape[2:], *plane.shape[2:])  # (C_out, C_in, l0, l1, l2, p0, p1, p2)
-    w = w.permute(0, 1, 2, 5, 3, 6, 4, 7)  # (C_out, C_in, l0, p0, l1, p1, l2, p2): one of each pair is 1
-    return w.reshape(*w.shape[:2], *(a * b for a, b in zip(line.shape[2:], plane.shape[2:], strict=True)))
+    def kernel(self) -> torch.Tensor:
+        """The Conv3d kernel equal to a linear n = 1 stream: per channel pair the outer product of its 2D kernel
+        (1 tap on the stream's axis) and its 1D kernel (1 tap on the plane), summed over the stream width."""
+        plane, line = self[0].weight, self[-1].weight  # (M, C_in, *k_plane), (C_out, M, *k_line)
+        w = torch.einsum("omt,mip->oitp", line.flatten(2), plane.flatten(2))  # (C_out, C_in, k_line, k_plane)
+        w = w.reshape(*w.shape[:2], *line.shape[2:], *plane.shape[2:])  # (C_out, C_in, l0, l1, l2, p0, p1, p2)
+        w = w.permute(0, 1, 2, 5, 3, 6, 4, 7)  # (C_out, C_in, l0, p0, l1, p1, l2, p2): one of each pair is 1
+        return w.reshape(*w.shape[:2], *(a * b for a, b in zip(line.shape[2:], plane.shape[2:], strict=True)))
 
 
 class PmSCn(nn.Module):
@@ -143,17 +140,10 @@ class PmSCn(nn.Module):
     def fused(self, x: torch.Tensor) -> torch.Tensor:
         """The linear n = 1 block as one Conv3d: equal to the streams (each stream's padding is its kernel's own
         "same" padding, so zero-padding the kernels to a common size keeps every output voxel)."""
-        params = [t for stream in self.streams for t in (stream[0].weight, stream[-1].weight, stream[-1].bias)
-                  if t is not None]
-        return built_conv3d(x, self.fused_kernel, params, self.stride, same_padding(self.fused_shape))
-
-    def fused_kernel(self, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(weight, bias) of the one Conv3d from each stream's (2D weight, 1D weight[, bias]), in stream order."""
-        params = list(params)
-        kernels, biases = [], []
-        for stream in self.streams:
-            kernels.append(pad_kernel(stream_kernel(params.pop(0), params.pop(0)), self.fused_shape))
-            biases.append(params.pop(0) if stream[-1].bias is not None else None)
+        kernels = [pad_kernel(stream.kernel(), self.fused_shape) for stream in self.streams]
+        biases = [stream[-1].bias for stream in self.streams]
         if self.merge == "sum":
-            return torch.stack(kernels).sum(0), biases[0]
-        return torch.cat(kernels), (torch.cat(biases) if biases[0] is not None else None)
+            weight, bias = torch.stack(kernels).sum(0), biases[0]
+        else:
+            weight, bias = torch.cat(kernels), (torch.cat(biases) if biases[0] is not None else None)
+        return F.conv3d(x, weight, bias, self.stride, same_padding(self.fused_shape))
