@@ -258,3 +258,31 @@ def test_built_kernels_are_rebuilt_in_the_backward(block, kwargs):
     torch.testing.assert_close(fast_x.grad, x.grad.float(), rtol=1e-4, atol=1e-4)
     for mine, theirs in zip(layer.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, theirs.grad.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_pmscn_streams_with_inner_norms_recompute_in_the_backward():
+    """Channels-last CPU training: a stream with norm + act keeps only its input (the block's input, shared by the
+    streams) for the backward; NCDHW (torch's own path) keeps the streams' intermediates. Same gradients."""
+    torch.manual_seed(0)
+    layer = make_conv3d("pmscn", 16, 16, 3, inner_act=True)
+    x = torch.randn(2, 16, 12, 12, 12)
+
+    def saved_bytes(inp: torch.Tensor) -> tuple[int, list[torch.Tensor]]:
+        storages = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        layer.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = layer(inp)
+        out.square().sum().backward()
+        return sum(storages.values()), [inp.grad, *(p.grad for p in layer.parameters())]
+
+    plain_bytes, plain_grads = saved_bytes(x.clone().requires_grad_())
+    to_channels_last(layer)
+    fast_bytes, fast_grads = saved_bytes(x.contiguous(memory_format=CL).requires_grad_())
+    assert fast_bytes < 1.1 * x.nbytes < 0.5 * plain_bytes, (fast_bytes, x.nbytes, plain_bytes)
+    for fast, plain in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(fast, plain, rtol=1e-3, atol=1e-3)

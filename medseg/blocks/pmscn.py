@@ -31,8 +31,9 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
-from medseg.blocks.norm import InstanceNorm3d
+from medseg.blocks.norm import InstanceNorm3d, fast_backward
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
 
 LANES = 16  # channels per SIMD block of oneDNN's AVX-512 convolutions: a thinner conv costs as if this wide
@@ -65,6 +66,16 @@ class Stream(nn.Sequential):
         k1 = keep_axes((k1d,) * 3, [axis]) if kernel[axis] > 1 else (1, 1, 1)
         layers.append(nn.Conv3d(width, out_channels, k1, keep_axes(stride, [axis]), same_padding(k1), bias=bias))
         super().__init__(*layers)
+        self.recompute = inner_act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training on the CPU (channels-last float32), a stream with norm + act inside keeps only its input for
+        the backward and runs again there: its intermediates are 2 × m thin tensors per layer, which made PmSCn's
+        training step hold 1.54× the conv UNet's memory at the GPU recipe's widths (1.07× recomputed) and cost more
+        time in memory traffic than the recompute does (`medseg bench`; README)."""
+        if self.recompute and fast_backward(x):
+            return checkpoint(super().forward, x, use_reentrant=False, preserve_rng_state=False)
+        return super().forward(x)
 
     def kernel(self) -> torch.Tensor:
         """The Conv3d kernel equal to a linear n = 1 stream: per channel pair the outer product of its 2D kernel
