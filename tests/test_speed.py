@@ -160,14 +160,14 @@ def test_compiled_net_equals_eager(capsys):
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("block", ["conv", "sic"])
-def test_channels_last_training_accepts_meta_tensors(block):
+@pytest.mark.parametrize("block, kwargs", [("conv", {}), ("sic", {}), ("pmscn", {"inner_act": True})])
+def test_channels_last_training_accepts_meta_tensors(block, kwargs):
     """MONAI's loaders hand the net MetaTensors: the custom backwards must not turn the in-place activations after
     them into an autograd error."""
     from monai.data import MetaTensor
 
     torch.manual_seed(0)
-    net = to_channels_last(build_net("unet", 2, 3, block=block, **TINY).train())
+    net = to_channels_last(build_net("unet", 2, 3, block=block, block_kwargs=kwargs, **TINY).train())
     net(MetaTensor(torch.randn(2, 2, 16, 16, 9))).square().mean().backward()
     assert all(p.grad is not None for p in net.parameters())
 
