@@ -36,14 +36,6 @@ def column_sums(rows: torch.Tensor) -> torch.Tensor:
     return torch.bmm(rows.new_ones(rows.shape[0], 1, rows.shape[1]), rows)[:, 0]  # (N, 1, V) @ (N, V, C)
 
 
-def instance_stats(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (sample, channel) mean and 1/std of a (N, V, C) voxel-row view, as group_norm's CPU kernel computes
-    them (E[x²] − E[x]²), from the two GEMM sums."""
-    total, squares = channel_sums(rows, rows)
-    mean = total / rows.shape[1]
-    return mean, torch.rsqrt((squares / rows.shape[1] - mean * mean).clamp_min(0) + eps)
-
-
 class ChannelsLastInstanceNorm(torch.autograd.Function):
     """Instance norm of a channels_last_3d tensor: group_norm's forward, a GEMM-based backward."""
 
