@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from medseg.blocks.depthwise import DepthwiseConv3d, depthwise_grads
 from medseg.blocks.norm import InstanceNorm3d, column_sums, cpu_channels_last, plain, voxel_rows
-from medseg.blocks.size import Size3, fit_size, keep_axes, same_padding, triple
+from medseg.blocks.size import Size3, fit_size, keep_axes, same_output, same_padding, triple
 
 
 def depthwise(channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
@@ -123,8 +123,8 @@ class SIC(nn.Module):
             y = self.project(self.norm(self.spatial(x)))
         if self.up is None:
             return y
-        size = [math.ceil(n / s) for n, s in zip(x.shape[2:], self.stride, strict=True)]
-        return fit_size(self.up(y), size)  # 2·⌈L/2s⌉ ≥ ⌈L/s⌉: crop the extra voxel of odd sizes
+        # 2·⌈L/2s⌉ ≥ ⌈L/s⌉: crop the extra voxel of odd sizes
+        return fit_size(self.up(y), same_output(x.shape[2:], self.stride))
 
     def forward_normed(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
         """norm(self(x)), with an instance norm folded into the projection where the fused path runs: the
@@ -137,7 +137,7 @@ class SIC(nn.Module):
         return norm(self(x))
 
     def out_voxels(self, x: torch.Tensor) -> int:
-        return math.prod(math.ceil(n / s) for n, s in zip(x.shape[2:], self.spatial.stride, strict=True))
+        return math.prod(same_output(x.shape[2:], self.spatial.stride))
 
     def folds(self, x: torch.Tensor) -> bool:
         return isinstance(self.spatial, DepthwiseConv3d) and cpu_channels_last(x)

@@ -1,5 +1,6 @@
 """Per-axis kernel/stride and channel-split helpers shared by the blocks."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +23,11 @@ def same_padding(kernel: tuple[int, int, int]) -> tuple[int, int, int]:
     if any(k % 2 == 0 for k in kernel):
         raise ValueError(f"kernel sizes must be odd, got {kernel}")
     return tuple(k // 2 for k in kernel)
+
+
+def same_output(size: Sequence[int], stride: Sequence[int]) -> list[int]:
+    """Spatial size of a "same"-padded conv's output: ceil(L / s) per axis."""
+    return [math.ceil(n / s) for n, s in zip(size, stride, strict=True)]
 
 
 def keep_axes(values: tuple[int, int, int], axes: set[int] | list[int] | tuple[int, ...]) -> tuple[int, int, int]:
