@@ -34,7 +34,7 @@ from medseg.blocks import BLOCKS, make_conv3d
 from medseg.data.io import atomic_write
 from medseg.errors import MedsegError
 from medseg.inference.predictor import pick_device
-from medseg.measure import MEMORY_METHOD, Timing, peak_memory, pin_large_allocations, timed_rounds
+from medseg.measure import MEMORY_METHOD, Timing, peak_memory, pin_large_allocations, state_mib, timed_rounds
 from medseg.nets import NETS, build_net
 from medseg.resources import recipe_path
 from medseg.speed import compile_net, prepare_net, to_channels_last, use_channels_last
@@ -154,7 +154,8 @@ def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume:
         with torch.inference_mode(), settings.precision():
             net(patches)
 
-    return record, [Timing(predict, warmup, settings.names()), training]
+    record["weights_mib"] = state_mib(net)
+    return record, [Timing(predict, warmup, settings.names(), lambda: state_mib(net)), training]
 
 
 def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Settings) -> Timing:
@@ -173,7 +174,8 @@ def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Setti
         optimizer.zero_grad(set_to_none=True)
 
     # the warm-up step also allocates AdamW's state, which is then part of the baseline, not of the step's peak
-    return Timing(step, step, ("train_ms", "train_runs_ms", "train_warmup_s", "train_peak_mib"))
+    return Timing(step, step, ("train_ms", "train_runs_ms", "train_warmup_s", "train_peak_mib"),
+                  lambda: state_mib(net, optimizer))
 
 
 def bench_layer(block: str, size: int, settings: Settings) -> tuple[dict, list[Timing]]:
@@ -193,7 +195,7 @@ def bench_layer(block: str, size: int, settings: Settings) -> tuple[dict, list[T
 
     record = {"table": "layer", "arch": None, "block": block, "params": params, "flops": flops,
               "shape": [size] * 3, "in_channels": LAYER_CHANNELS, "out_channels": LAYER_CHANNELS}
-    return record, [Timing(run, run, settings.names())]
+    return record, [Timing(run, run, settings.names(), lambda: state_mib(layer))]
 
 
 def build_jobs(jobs: list[tuple[str | None, str]], net_kwargs: dict, patch: list[int], shape: tuple[int, int, int],
@@ -219,7 +221,7 @@ def cpu_peaks(jobs: list[tuple[str | None, str]], net_kwargs: dict, patch: list[
             timing.warmup()
             with peak_memory(settings.device) as memory:
                 timing.run()
-            peak[timing.names[3]] = memory["mib"]
+            peak[timing.names[3]] = None if memory["mib"] is None else memory["mib"] + timing.resident()
         peaks.append(peak)
     return peaks
 

@@ -1,30 +1,35 @@
 """Wall time and peak memory of a piece of work, as `medseg bench` records them.
 
 Time is the median of several runs after a timed warm-up (the warm-up holds kernel selection, allocator growth and,
-with --compile, the compilation). Peak memory is the growth over what was allocated before the run: on CUDA from
-the caching allocator's counters, on the CPU from the kernel's resident-set high-water mark, reset before the run,
-measured in a fresh process whose large allocations are pinned to mmap (`pin_large_allocations`), so the number is
-what the work needs and repeats to the MiB.
+with --compile, the compilation). Peak memory is what the work holds resident throughout (the net's weights and
+buffers; in training also the optimizer's state: `Timing.resident`) plus the growth over what was allocated before
+the run: on CUDA from the caching allocator's counters, on the CPU from the kernel's resident-set high-water mark,
+reset before the run, measured in a fresh process whose allocations from 64 KiB up are pinned to mmap
+(`pin_large_allocations`), so the number is what the work needs and repeats to the MiB.
 """
 
 import ctypes
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
+RESIDENT = "the net's weights and buffers (training: and AdamW's state) plus "
 MEMORY_METHOD = {
-    "cuda": "growth of torch.cuda.max_memory_allocated over the allocation before the run",
-    "cpu": "growth of peak RSS over RSS before the run (kernel high-water mark VmHWM, reset through "
+    "cuda": RESIDENT + "the growth of torch.cuda.max_memory_allocated over the allocation before the run",
+    "cpu": RESIDENT + "the growth of peak RSS over RSS before the run (kernel high-water mark VmHWM, reset through "
            "/proc/self/clear_refs after malloc_trim; exact, not sampled), one run after a warm-up in a fresh "
-           "process with glibc's mmap threshold pinned at 1 MiB, so a freed tensor leaves RSS at once and the "
-           "peak is the memory the work needs, not what the allocator kept from other nets",
+           "process with glibc's mmap threshold pinned at 64 KiB, so a freed tensor leaves RSS at once and the "
+           "peak is the memory the work needs, not what the allocator kept from other nets or its heap's "
+           "fragmentation",
 }
+MMAP_THRESHOLD = 64 << 10
 
 
 def resident_kb(key: str) -> int:
@@ -61,13 +66,28 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
 
 
 def pin_large_allocations() -> None:
-    """Serve every allocation ≥ 1 MiB by mmap and return it to the OS on free (glibc's default threshold moves
-    with the allocation history, so the same work could peak 168 or 224 MiB depending on what ran before). It makes
+    """Serve every allocation ≥ 64 KiB by mmap and return it to the OS on free (glibc's default threshold moves
+    with the allocation history, so the same work could peak 168 or 224 MiB depending on what ran before). At a
+    1 MiB threshold the heap's fragmentation by the many mid-size tensors of the low-resolution levels still showed:
+    a PmSCn UNet's prediction peaked 3–7 MiB above conv's with the same tensors (118 MiB both at 64 KiB). It makes
     every large tensor cost page faults (a PmSCn training step 1.5× slower), so it is for measuring only."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; also turns the moving threshold off
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; also turns the moving one off
     except (OSError, AttributeError):
         pass  # not glibc: the plain RSS peak
+
+
+def tensor_mib(tensors: Iterable[torch.Tensor]) -> float:
+    """MiB of the distinct storages behind `tensors` (a tied weight counts once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values()) / 2**20
+
+
+def state_mib(net: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> float:
+    """What a net holds resident while it predicts (weights, buffers) or trains (also the optimizer's state)."""
+    slots = optimizer.state.values() if optimizer else []
+    state = [t for slot in slots for t in slot.values() if isinstance(t, torch.Tensor)]
+    return tensor_mib([*net.parameters(), *net.buffers(), *state])
 
 
 def seconds(run: Callable[[], object], device: torch.device) -> float:
@@ -80,12 +100,15 @@ def seconds(run: Callable[[], object], device: torch.device) -> float:
 
 @dataclass
 class Timing:
-    """One piece of work to time: its run, the warm-up before the first run, and the record keys it fills
-    (median ms, every run's ms, warm-up seconds, peak MiB)."""
+    """One piece of work to time: its run, the warm-up before the first run, the record keys it fills
+    (median ms, every run's ms, warm-up seconds, peak MiB) and the MiB it holds from before the run to after it
+    (`state_mib`, read after the warm-up), which its peak counts: a net with smaller weights needs less memory
+    even where its activations are the same size."""
 
     run: Callable[[], object]
     warmup: Callable[[], object]
     names: tuple[str, str, str, str]
+    resident: Callable[[], float] = lambda: 0.0
 
 
 def timed_rounds(timings: list[Timing], repeats: int, device: torch.device,
@@ -104,7 +127,7 @@ def timed_rounds(timings: list[Timing], repeats: int, device: torch.device,
         for i, t in enumerate(timings):
             with peak_memory(device) if device.type == "cuda" else nullcontext({"mib": None}) as memory:
                 times[i].append(seconds(t.run, device) * 1000)
-            peaks[i].append(memory["mib"])
+            peaks[i].append(None if memory["mib"] is None else memory["mib"] + t.resident())
             progress()
     return [dict(zip(t.names, (statistics.median(ts), [round(x, 1) for x in ts], round(w, 2),
                                 None if None in ps else max(ps)), strict=True))

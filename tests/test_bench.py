@@ -9,6 +9,7 @@ from torch import nn
 from medseg.bench import RECIPE, bench, load_recipe
 from medseg.blocks import BLOCKS
 from medseg.cli import main
+from medseg.measure import state_mib
 from medseg.nets import NETS, build_net
 
 RECIPE_TINY = {"model": {"channels": [4, 8, 16], "strides": [1, 2, [2, 2, 1]], "kernel_sizes": [3, 3, [3, 3, 1]]},
@@ -54,6 +55,24 @@ def test_bench_covers_every_registered_net_and_block(records):
         assert r["train_x"] is not None and r["peak_x"] is not None
     per_axis = [math.ceil((n - p) / int(p * 0.75)) + 1 for n, p in zip((40, 40, 24), (16, 16, 8), strict=True)]
     assert {r["windows"] for r in records if r["table"] == "net"} == {math.prod(per_axis)}  # MONAI's scan at 1/4
+
+
+def test_peaks_count_the_weights_and_optimizer_state_the_run_holds(records):
+    for r in records:
+        assert r["peak_mib"] >= r["params"] * 4 / 2**20  # float32 weights, resident through the run
+    for r in (r for r in records if r["table"] == "net"):
+        assert r["weights_mib"] == pytest.approx(r["params"] * 4 / 2**20)  # no buffers: affine norms, no stats
+        assert r["train_peak_mib"] >= 3 * r["weights_mib"]  # weights + AdamW's two moments (+ gradients)
+
+
+def test_state_mib_counts_storages_once_and_the_optimizer_state():
+    net = nn.Sequential(nn.Linear(256, 256, bias=False), nn.Linear(256, 256, bias=False))
+    net[1].weight = net[0].weight  # tied: one storage
+    assert state_mib(net) == 256 * 256 * 4 / 2**20
+    optimizer = torch.optim.AdamW(net.parameters())
+    net(torch.randn(2, 256)).sum().backward()
+    optimizer.step()
+    assert state_mib(net, optimizer) == pytest.approx(3 * 256 * 256 * 4 / 2**20, rel=1e-4)  # + exp_avg, exp_avg_sq
 
 
 def test_bench_counts_match_independent_counts(records):
