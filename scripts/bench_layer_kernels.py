@@ -91,6 +91,8 @@ def main() -> None:
                                            rtol=1e-4, atol=1e-4)
                 torch.testing.assert_close(blocks["sic + norm folded"](x), blocks["sic + norm"](x), rtol=1e-4,
                                            atol=1e-4)
+            if unknown := set(args.rows or []) - set(blocks):
+                parser.error(f"unknown --rows {sorted(unknown)}; rows are {sorted(blocks)}")
             best = {name: [float("inf"), float("inf")] for name in args.rows or blocks}
             for _ in range(args.rounds):
                 for name in best:
