@@ -173,7 +173,8 @@ def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Setti
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    # the warm-up step also allocates AdamW's state, which is then part of the baseline, not of the step's peak
+    # the warm-up step allocates AdamW's state: part of the baseline the growth is measured from, so the peak adds
+    # it back with the weights (`state_mib`)
     return Timing(step, step, ("train_ms", "train_runs_ms", "train_warmup_s", "train_peak_mib"),
                   lambda: state_mib(net, optimizer))
 
@@ -221,7 +222,7 @@ def cpu_peaks(jobs: list[tuple[str | None, str]], net_kwargs: dict, patch: list[
             timing.warmup()
             with peak_memory(settings.device) as memory:
                 timing.run()
-            peak[timing.names[3]] = None if memory["mib"] is None else memory["mib"] + timing.resident()
+            peak[timing.names[3]] = timing.peak(memory["mib"])
         peaks.append(peak)
     return peaks
 

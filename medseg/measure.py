@@ -110,6 +110,10 @@ class Timing:
     names: tuple[str, str, str, str]
     resident: Callable[[], float] = lambda: 0.0
 
+    def peak(self, growth: float | None) -> float | None:
+        """The peak memory of a run whose growth was `growth` MiB (None where it could not be measured)."""
+        return None if growth is None else growth + self.resident()
+
 
 def timed_rounds(timings: list[Timing], repeats: int, device: torch.device,
                  progress: Callable[[], object] = lambda: None) -> list[dict]:
@@ -127,7 +131,7 @@ def timed_rounds(timings: list[Timing], repeats: int, device: torch.device,
         for i, t in enumerate(timings):
             with peak_memory(device) if device.type == "cuda" else nullcontext({"mib": None}) as memory:
                 times[i].append(seconds(t.run, device) * 1000)
-            peaks[i].append(None if memory["mib"] is None else memory["mib"] + t.resident())
+            peaks[i].append(t.peak(memory["mib"]))
             progress()
     return [dict(zip(t.names, (statistics.median(ts), [round(x, 1) for x in ts], round(w, 2),
                                 None if None in ps else max(ps)), strict=True))
