@@ -154,8 +154,8 @@ def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume:
         with torch.inference_mode(), settings.precision():
             net(patches)
 
-    record["weights_mib"] = state_mib(net)
-    return record, [Timing(predict, warmup, settings.names(), lambda: state_mib(net)), training]
+    record["weights_mib"] = weights = state_mib(net)  # what prediction holds resident: the weights, nothing more
+    return record, [Timing(predict, warmup, settings.names(), lambda: weights), training]
 
 
 def bench_training(net: nn.Module, patch: list[int], batch: int, settings: Settings) -> Timing:
