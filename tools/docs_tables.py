@@ -1,0 +1,91 @@
+"""MkDocs hook: the benchmark and experiment pages' tables, rendered at build time from the committed JSON records
+by the same code that prints them (`medseg bench`, scripts/compare_report.py), so a page cannot disagree with its
+record and no number in those tables is typed by hand.
+
+A page asks for a table with a marker line (the path is relative to docs/):
+
+    <!-- table: bench bench/cpu-recipe-2026-12-02.json -->
+    <!-- table: compare experiments/blocks-dice-vs-cost.json -->
+
+A marker whose kind or record is unknown fails the build. `python tools/docs_tables.py docs/benchmarks.md` prints the
+page as the hook renders it.
+"""
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+MARKER = re.compile(r"^<!-- table: (?P<kind>\S+) (?P<record>\S+) -->$", re.MULTILINE)
+# where the block comparison's report script lives (scripts/ today, experiments/ after the layout move)
+COMPARE_REPORT = ("scripts/compare_report.py", "experiments/compare_report.py",
+                  "experiments/blocks_vs_dice/compare_report.py")
+
+
+class TableError(Exception):
+    """A marker that names an unknown kind or a record that does not exist."""
+
+
+def bench_table(records: list[dict]) -> str:
+    """What `medseg bench` printed for these records: its header (conditions) and its tables."""
+    from medseg.bench import IN_CHANNELS
+    from medseg.bench_tables import add_ratios, header, report
+
+    first = records[0]
+    time_key = f"{first['device']}_ms"
+    add_ratios(records, time_key)
+    text = header(records, tuple(first["shape"]), first["patch"], first["train_batch"], IN_CHANNELS)
+    return f"```text\n{text}\n\n{report(records, time_key)}\n```"
+
+
+def compare_module() -> ModuleType:
+    """scripts/compare_report.py (or where the layout put it), loaded from its file: it is not a package module."""
+    path = next((REPO / p for p in COMPARE_REPORT if (REPO / p).is_file()), None)
+    if path is None:
+        raise TableError(f"compare_report.py not found under {REPO} (looked at {', '.join(COMPARE_REPORT)})")
+    spec = importlib.util.spec_from_file_location("compare_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare_table(record: dict) -> str:
+    """The Dice-vs-cost table that compare_report.py writes (table.md) from its results.json."""
+    return compare_module().markdown(record["summary"], record["caption"])
+
+
+RENDERERS = {"bench": bench_table, "compare": compare_table}
+
+
+def render_markers(markdown: str) -> str:
+    """The page with every table marker replaced by its rendered table."""
+    if str(REPO) not in sys.path:  # this checkout's medseg, also when mkdocs runs from elsewhere
+        sys.path.insert(0, str(REPO))
+
+    def table(match: re.Match) -> str:
+        kind, record = match["kind"], DOCS / match["record"]
+        if kind not in RENDERERS:
+            raise TableError(f"unknown table kind {kind!r} (known: {', '.join(RENDERERS)})")
+        if not record.is_file():
+            raise TableError(f"table record {record} does not exist")
+        return RENDERERS[kind](json.loads(record.read_text()))
+
+    return MARKER.sub(table, markdown)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """MkDocs event: render the page's table markers."""
+    from mkdocs.exceptions import PluginError
+
+    try:
+        return render_markers(markdown)
+    except TableError as e:
+        raise PluginError(f"{page.file.src_path}: {e}") from e
+
+
+if __name__ == "__main__":
+    print(render_markers(Path(sys.argv[1]).read_text()))
