@@ -15,6 +15,7 @@ import importlib.util
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -39,7 +40,8 @@ def bench_table(records: list[dict]) -> str:
     time_key = f"{first['device']}_ms"
     add_ratios(records, time_key)
     text = header(records, tuple(first["shape"]), first["patch"], first["train_batch"], IN_CHANNELS)
-    return f"```text\n{text}\n\n{report(records, time_key)}\n```"
+    conditions = "\n".join(textwrap.fill(line, 116, subsequent_indent="  ") for line in text.splitlines())
+    return f"```text\n{conditions}\n\n{report(records, time_key)}\n```"
 
 
 def compare_module() -> ModuleType:
