@@ -7,7 +7,8 @@ A page asks for a table with a marker line (the path is relative to docs/):
     <!-- table: bench bench/cpu-recipe-2026-12-02.json -->
     <!-- table: compare experiments/blocks-dice-vs-cost.json -->
 
-A marker whose kind or record is unknown fails the build. `python tools/docs_tables.py docs/benchmarks.md` prints the
+A marker whose kind or record is unknown fails the build. `<!-- include: ../CHANGELOG.md -->` includes a Markdown
+file from outside docs/ from its first `## ` heading on (the changelog page). `python tools/docs_tables.py docs/benchmarks.md` prints the
 page as the hook renders it.
 """
 
@@ -22,6 +23,7 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 MARKER = re.compile(r"^<!-- table: (?P<kind>\S+) (?P<record>\S+) -->$", re.MULTILINE)
+INCLUDE = re.compile(r"^<!-- include: (?P<path>\S+) -->$", re.MULTILINE)
 # where the block comparison's report script lives (scripts/ today, experiments/ after the layout move)
 COMPARE_REPORT = ("scripts/compare_report.py", "experiments/compare_report.py",
                   "experiments/blocks_vs_dice/compare_report.py")
@@ -79,12 +81,26 @@ def render_markers(markdown: str) -> str:
     return MARKER.sub(table, markdown)
 
 
+def include_files(markdown: str) -> str:
+    """The page with every include marker replaced by that file's sections (from its first `## ` heading)."""
+
+    def include(match: re.Match) -> str:
+        path = DOCS / match["path"]
+        if not path.is_file():
+            raise TableError(f"included file {path} does not exist")
+        text = path.read_text()
+        start = text.find("\n## ")
+        return text[start + 1:] if start >= 0 else text
+
+    return INCLUDE.sub(include, markdown)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     """MkDocs event: render the page's table markers."""
     from mkdocs.exceptions import PluginError
 
     try:
-        return render_markers(markdown)
+        return render_markers(include_files(markdown))
     except TableError as e:
         raise PluginError(f"{page.file.src_path}: {e}") from e
 

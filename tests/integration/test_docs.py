@@ -79,6 +79,10 @@ def test_table_marker_renders_and_fails_loudly(tmp_path: Path) -> None:
         tables.render_markers("<!-- table: bench bench/no-such-record.json -->\n")
     with pytest.raises(tables.TableError, match="unknown table kind"):
         tables.render_markers("<!-- table: chart bench/cpu-recipe-2026-12-02.json -->\n")
+    changelog = tables.include_files("# Changelog\n\n<!-- include: ../CHANGELOG.md -->\n")
+    assert changelog.startswith("# Changelog\n\n## ") and "<!-- include:" not in changelog
+    with pytest.raises(tables.TableError, match="does not exist"):
+        tables.include_files("<!-- include: ../NO-SUCH-FILE.md -->\n")
 
 
 def test_readme_block_table_matches_records() -> None:
