@@ -8,8 +8,8 @@ A page asks for a table with a marker line (the path is relative to docs/):
     <!-- table: compare experiments/blocks-dice-vs-cost.json -->
 
 A marker whose kind or record is unknown fails the build. `<!-- include: ../CHANGELOG.md -->` includes a Markdown
-file from outside docs/ from its first `## ` heading on (the changelog page). `python tools/docs_tables.py docs/benchmarks.md` prints the
-page as the hook renders it.
+file from outside docs/ from its first `## ` heading on (the changelog page). `python tools/docs_tables.py PAGE.md`
+prints a page as the hook renders its tables.
 """
 
 import importlib.util
