@@ -1,5 +1,5 @@
 """MkDocs hook: the benchmark and experiment pages' tables, rendered at build time from the committed JSON records
-by the same code that prints them (`medseg bench`, scripts/compare_report.py), so a page cannot disagree with its
+by the same code that prints them (`medseg bench`, experiments/compare_report.py), so a page cannot disagree with its
 record and no number in those tables is typed by hand.
 
 A page asks for a table with a marker line (the path is relative to docs/):
@@ -24,9 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 MARKER = re.compile(r"^<!-- table: (?P<kind>\S+) (?P<record>\S+) -->$", re.MULTILINE)
 INCLUDE = re.compile(r"^<!-- include: (?P<path>\S+) -->$", re.MULTILINE)
-# where the block comparison's report script lives (scripts/ today, experiments/ after the layout move)
-COMPARE_REPORT = ("scripts/compare_report.py", "experiments/compare_report.py",
-                  "experiments/blocks_vs_dice/compare_report.py")
+COMPARE_REPORT = REPO / "experiments" / "compare_report.py"  # the block comparison's report (not a package module)
 
 
 class TableError(Exception):
@@ -35,8 +33,8 @@ class TableError(Exception):
 
 def bench_table(records: list[dict]) -> str:
     """What `medseg bench` printed for these records: its header (conditions) and its tables."""
-    from medseg.bench import IN_CHANNELS
-    from medseg.bench_tables import add_ratios, header, report
+    from medseg.bench.run import IN_CHANNELS
+    from medseg.bench.tables import add_ratios, header, report
 
     first = records[0]
     time_key = f"{first['device']}_ms"
@@ -47,11 +45,8 @@ def bench_table(records: list[dict]) -> str:
 
 
 def compare_module() -> ModuleType:
-    """scripts/compare_report.py (or where the layout put it), loaded from its file: it is not a package module."""
-    path = next((REPO / p for p in COMPARE_REPORT if (REPO / p).is_file()), None)
-    if path is None:
-        raise TableError(f"compare_report.py not found under {REPO} (looked at {', '.join(COMPARE_REPORT)})")
-    spec = importlib.util.spec_from_file_location("compare_report", path)
+    """experiments/compare_report.py, loaded from its file."""
+    spec = importlib.util.spec_from_file_location("compare_report", COMPARE_REPORT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
