@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medseg import compat
 from medseg.blocks import make_conv3d
 from medseg.nets import build_net
 from medseg.ops.depthwise import DepthwiseConv3d
@@ -156,7 +157,7 @@ def test_compiled_net_equals_eager(capsys):
         compiled = prepare_net(net, "cpu", channels_last=True, compile=True, example_shape=tuple(x.shape))
         out = compiled(x)
     assert "torch.compile warm-up:" in capsys.readouterr().err
-    assert compiled._compiled_call_impl is not None  # compiled in place: same module, same state_dict keys
+    assert compat.is_compiled(compiled)  # compiled in place: same module, same state_dict keys
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
