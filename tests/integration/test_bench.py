@@ -130,7 +130,7 @@ def test_default_recipe_is_the_brats_one():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--blocks", "pmsnc"], "unknown block 'pmsnc'; choose one of"),
+        (["--blocks", "pmsnc"], "unknown block 'pmsnc'; did you mean 'pmscn'? choose one of"),
         (["--archs", "vnet"], "unknown architecture 'vnet'; choose one of"),
         (["--config", "missing.yaml"], "missing.yaml: not a recipe"),
         (["--repeats", "0"], "--repeats ≥ 1"),
