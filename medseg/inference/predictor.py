@@ -130,7 +130,8 @@ class Predictor:
 
 def largest_component(labels: np.ndarray) -> np.ndarray:
     """The label map with every voxel outside the largest 26-connected component of the foreground (all labels
-    together) set to 0: stray false-positive blobs go, the main lesion keeps its inner labels. Evidence: README."""
+    together) set to 0: stray false-positive blobs go, the main lesion keeps its inner labels. Evidence:
+    docs/prediction.md#keep-the-largest-lesion."""
     keep = T.KeepLargestConnectedComponent(independent=False, connectivity=3)
     return np.asarray(keep(labels[None]))[0].astype(labels.dtype)  # (1, X, Y, Z): MONAI's channel-first
 
