@@ -1,0 +1,86 @@
+"""Test helper: a NIfTI volume written as an MR Image Storage series with pydicom (one file per slice), in the
+variants DICOM input must survive: shuffled file names without a suffix, slices numbered in reverse, a negated
+column direction (TotalSegmentator PR #598's case), rescale slope/intercept, a zip."""
+
+import random
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def write_series(img: nib.Nifti1Image, folder: Path, description: str, *, study: str, frame: str, number: int,
+                 shuffle: bool = False, reverse: bool = False, negate_columns: bool = False,
+                 slope: float = 1.0, intercept: float = 0.0, seed: int = 0) -> list[Path]:
+    """One file per slice k of the volume's third axis: column index = voxel i, row index = voxel j.
+    Stored values are (value - intercept) / slope, so that the modality LUT gives the volume back."""
+    data, affine = np.asarray(img.dataobj, dtype=np.float64), LPS @ img.affine
+    if negate_columns:  # flip j with the affine that keeps every voxel in place (nibabel's slicer misplaces ::-1)
+        flip = np.eye(4)
+        flip[1, 1], flip[1, 3] = -1, data.shape[1] - 1
+        data, affine = data[:, ::-1, :], affine @ flip
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    rowdir, coldir = affine[:3, 0] / zooms[0], affine[:3, 1] / zooms[1]
+    series = generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    n = data.shape[2]
+    names = [f"IM{k:04d}.dcm" for k in range(n)]
+    if shuffle:
+        names = [f"{random.Random(seed + k).getrandbits(40):x}" for k in range(n)]
+    written = []
+    for k in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Glioma", "MEDSEG001", "", "O"
+        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study, "20260101", "120000", "1"
+        ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
+        ds.Modality, ds.Manufacturer = "MR", "medseg-test"
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series, number, description
+        ds.ProtocolName = description
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame, ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
+        ds.InstanceNumber = n - k if reverse else k + 1
+        ds.ImagePositionPatient = [float(v) for v in (affine @ [0, 0, k, 1])[:3]]
+        ds.ImageOrientationPatient = [float(v) for v in (*rowdir, *coldir)]
+        ds.PixelSpacing = [float(zooms[1]), float(zooms[0])]  # between rows, between columns
+        ds.SliceThickness = float(zooms[2])
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "US"
+        stored = np.round((data[:, :, k].T - intercept) / slope).astype(np.int16)  # (rows, columns)
+        ds.PixelData = stored.tobytes()
+        path = folder / names[k]
+        ds.save_as(path, enforce_file_format=True)
+        written.append(path)
+    return written
+
+
+def write_case(flair: nib.Nifti1Image, t1ce: nib.Nifti1Image, folder: Path, *, zip_to: Path | None = None,
+               frames: tuple[str, str] | None = None, descriptions=("AX T2 FLAIR", "AX T1 POST GD"),
+               **variant) -> Path:
+    """FLAIR and T1ce as two series of one study (one frame of reference unless `frames` says otherwise), in
+    sub-folders 1/ and 2/ of `folder` (or all in one folder when names are shuffled); zipped if `zip_to`."""
+    study, frame = generate_uid(), generate_uid()
+    frames = frames or (frame, frame)
+    flat = variant.get("shuffle", False)
+    for i, (img, description) in enumerate(zip((flair, t1ce), descriptions, strict=True)):
+        write_series(img, folder if flat else folder / str(i + 1), description, study=study, frame=frames[i],
+                     number=i + 3, seed=100 * i, **variant)
+    if zip_to is None:
+        return folder
+    with zipfile.ZipFile(zip_to, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder))
+    return zip_to
