@@ -164,6 +164,11 @@ def predict_dicom(predictor: Predictor, paths: list[Path], output: str | None, o
     _check_outputs(out, [str(p) for p in paths], options.overwrite)
     read = dicom.read_case(paths, predictor.plan.modalities, options.channels)
     print(f"channels: {read.matched}")
+    background = float((read.volumes[0].array == read.volumes[0].array.min()).mean())
+    if background < 0.2:  # skull-stripped scans are mostly exact background; scanner images have noise there
+        print(f"note: {read.series[0].name} does not look skull-stripped (only {background:.0%} of its voxels are "
+              "background); the model expects skull-stripped, co-registered images, and medseg does neither "
+              "(docs/dicom.md)", file=sys.stderr)
     channels = [Channel(s.name) for s in read.series]
     prediction = predictor.predict_volumes(read.volumes, channels)
     if seg:
