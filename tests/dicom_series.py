@@ -16,9 +16,10 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def write_series(img: nib.Nifti1Image, folder: Path, description: str, *, study: str, frame: str, number: int,
                  shuffle: bool = False, reverse: bool = False, negate_columns: bool = False,
-                 slope: float = 1.0, intercept: float = 0.0, seed: int = 0) -> list[Path]:
+                 slope: float = 1.0, intercept: float = 0.0, seed: int = 0, preamble: bool = True) -> list[Path]:
     """One file per slice k of the volume's third axis: column index = voxel i, row index = voxel j.
-    Stored values are (value - intercept) / slope, so that the modality LUT gives the volume back."""
+    Stored values are (value - intercept) / slope, so that the modality LUT gives the volume back. Without
+    `preamble` the files are what pydicom 3's plain `save_as` writes from a new Dataset: file meta, no 'DICM'."""
     data, affine = np.asarray(img.dataobj, dtype=np.float64), LPS @ img.affine
     if negate_columns:  # flip j with the affine that keeps every voxel in place (nibabel's slicer misplaces ::-1)
         flip = np.eye(4)
@@ -61,7 +62,7 @@ def write_series(img: nib.Nifti1Image, folder: Path, description: str, *, study:
         stored = np.round((data[:, :, k].T - intercept) / slope).astype(np.int16)  # (rows, columns)
         ds.PixelData = stored.tobytes()
         path = folder / names[k]
-        ds.save_as(path, enforce_file_format=True)
+        ds.save_as(path, enforce_file_format=preamble)
         written.append(path)
     return written
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.errors import InvalidDicomError
 
 from medseg.data.io import Volume, is_image, itk_affine
 from medseg.errors import MedsegError
@@ -78,18 +77,21 @@ class Series:
 def is_dicom(paths: Sequence[Path]) -> bool:
     """A zip, a DICOMDIR, a DICOM file, or a folder holding no image files (NIfTI, NRRD…) but DICOM files."""
     for p in paths:
-        if p.is_file() and (p.suffix.lower() == ".zip" or p.name.upper() == "DICOMDIR" or _has_preamble(p)):
+        if p.is_file() and (p.suffix.lower() == ".zip" or p.name.upper() == "DICOMDIR" or _looks_dicom(p)):
             return True
         if p.is_dir():
             files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
-            if not any(is_image(f) for f in files) and any(_has_preamble(f) for f in files[:50]):
+            if not any(is_image(f) for f in files) and any(_looks_dicom(f) for f in files[:50]):
                 return True
     return False
 
 
-def _has_preamble(path: Path) -> bool:
+def _looks_dicom(path: Path) -> bool:
+    """The 'DICM' preamble, or a file starting with a group 0002 or 0008 element (pydicom 3's `save_as` of a new
+    Dataset writes no preamble; GDCM reads such files)."""
     with open(path, "rb") as f:
-        return f.read(132)[128:] == b"DICM"
+        head = f.read(132)
+    return head[128:] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
 
 
 @dataclass
@@ -151,11 +153,12 @@ def _find_series(paths: Sequence[Path], tmp: Path) -> list[Series]:
         elif p.is_file() and p.name.upper() == "DICOMDIR":
             p = p.parent  # the files a DICOMDIR indexes lie in its folder tree
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if not f.is_file() or f.name.upper() == "DICOMDIR":
+            if not f.is_file() or f.name.upper() == "DICOMDIR" or not _looks_dicom(f):
                 continue
             try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
-            except (InvalidDicomError, OSError, ValueError, EOFError):
+                ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+                ds.get("Modality")  # elements are parsed lazily: a bad file fails here or above
+            except Exception:  # noqa: BLE001 - any file pydicom cannot parse is not part of a series
                 continue
             if "SeriesInstanceUID" in ds and "Rows" in ds and ds.get("Modality") not in NOT_IMAGES:
                 groups.setdefault(ds.SeriesInstanceUID, (order, []))[1].append((f, ds))

@@ -44,8 +44,9 @@ def canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("variant", [
     {},
     {"shuffle": True, "zip": True},
+    {"shuffle": True, "preamble": False},
     {"reverse": True, "negate_columns": True, "slope": 0.5, "intercept": -3.0},
-], ids=["standard", "shuffled-no-suffix-zipped", "reversed-negated-columns-rescaled"])
+], ids=["standard", "shuffled-no-suffix-zipped", "no-preamble", "reversed-negated-columns-rescaled"])
 def test_dicom_case_gives_the_nifti_mask_in_world_space(sample, tmp_path, variant, capsys):
     variant = dict(variant)
     zipped = variant.pop("zip", False)
@@ -65,11 +66,11 @@ def test_dicom_case_gives_the_nifti_mask_in_world_space(sample, tmp_path, varian
 
 
 def test_dicom_seg_lands_on_the_nifti_mask(sample, tmp_path):
-    case = write_case(sample["flair"], sample["t1ce"], tmp_path / "case", shuffle=True)
+    case = write_case(sample["flair"], sample["t1ce"], tmp_path / "case", shuffle=True, preamble=False)
     out = tmp_path / "seg.dcm"
     assert main(["predict", str(case), "--output", str(out)]) == 0
     seg = hd.seg.segread(out)
-    flair = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(case.iterdir())]
+    flair = [pydicom.dcmread(f, stop_before_pixels=True, force=True) for f in sorted(case.iterdir())]
     flair = [ds for ds in flair if ds.SeriesDescription == "AX T2 FLAIR"]
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and seg.SegmentationType == "BINARY"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == flair[0].SeriesInstanceUID
