@@ -158,7 +158,8 @@ def predict_dicom(predictor: Predictor, paths: list[Path], output: str | None, o
     """One DICOM case (medseg.inference.dicom) into a NIfTI mask on the reference series' grid, or a DICOM-SEG
     referencing that series (`--output x.dcm` or `--output-type dicom-seg`)."""
     start = time.perf_counter()
-    case = paths[0].name.removesuffix(paths[0].suffix) if paths[0].is_file() else paths[0].resolve().name
+    named = paths[0].resolve().parent if paths[0].name.upper() == "DICOMDIR" else paths[0].resolve()
+    case = named.name.removesuffix(named.suffix) if named.is_file() else named.name
     seg = options.output_type == "dicom-seg" or (output is not None and suffix(output) == ".dcm")
     out = output_path(case, output, ".dcm" if seg else ".nii.gz")
     _check_outputs(out, [str(p) for p in paths], options.overwrite)
@@ -172,7 +173,7 @@ def predict_dicom(predictor: Predictor, paths: list[Path], output: str | None, o
     channels = [Channel(s.name) for s in read.series]
     prediction = predictor.predict_volumes(read.volumes, channels)
     if seg:
-        labels = predictor.labels(prediction)
+        labels = write_outputs(predictor, prediction, None, options, None)
         regions = write_seg(labels, predictor.plan.convention, read.series[0].headers, predictor.source.stem, out)
         what = f"DICOM-SEG of {read.series[0].name}, segments {', '.join(regions)}"
     else:
@@ -196,13 +197,14 @@ def found(predictor: Predictor, labels: np.ndarray) -> str:
     return "voxels " + ", ".join(f"{r} {int(m.sum())}" for r, m in regions.items())
 
 
-def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, options: Options,
+def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path | None, options: Options,
                   case: str | None) -> np.ndarray:
-    """The mask, then what was asked besides it; in folder mode (`case` given) the option paths are folders.
-    Returns the label map (EM neuron models: the ids)."""
+    """The mask (unless `out` is None: a DICOM-SEG is written apart), then what was asked besides it; in folder
+    mode (`case` given) the option paths are folders. Returns the label map (EM neuron models: the ids)."""
     labels = predictor.labels(prediction)
     reference = prediction.reference
-    write_mask(labels, reference, out)
+    if out is not None:
+        write_mask(labels, reference, out)
     at = lambda option, ext: Path(option) / f"{case}{ext}" if case else Path(option)  # noqa: E731
     if options.probabilities:
         write_probabilities(prediction.probabilities, reference, at(options.probabilities, ".nii.gz"))

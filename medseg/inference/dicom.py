@@ -260,6 +260,10 @@ def _read_volume(series: Series, where: Path) -> sitk.Image:
         raise MedsegError(f"{where}: {series.name}: not readable ({str(e).strip().splitlines()[-1]})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise MedsegError(f"{where}: {series.name}: not a 3D grey-value volume")
+    first = [float(v) for v in series.headers[0].ImagePositionPatient]
+    if not np.allclose(image.GetOrigin(), first, atol=1e-3):  # slice k of the volume must be file k (DICOM-SEG)
+        raise MedsegError(f"{where}: {series.name}: the reader put the first slice at {image.GetOrigin()}, not at "
+                          f"{first}; not supported")
     return image
 
 

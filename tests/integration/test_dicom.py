@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from nibabel.processing import resample_from_to
+from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
 from medseg.cli import main
@@ -45,13 +46,21 @@ def canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
     {},
     {"shuffle": True, "zip": True},
     {"shuffle": True, "preamble": False},
+    {"dicomdir": True},
     {"reverse": True, "negate_columns": True, "slope": 0.5, "intercept": -3.0},
-], ids=["standard", "shuffled-no-suffix-zipped", "no-preamble", "reversed-negated-columns-rescaled"])
+], ids=["standard", "shuffled-no-suffix-zipped", "no-preamble", "dicomdir", "reversed-negated-columns-rescaled"])
 def test_dicom_case_gives_the_nifti_mask_in_world_space(sample, tmp_path, variant, capsys):
     variant = dict(variant)
-    zipped = variant.pop("zip", False)
+    zipped, dicomdir = variant.pop("zip", False), variant.pop("dicomdir", False)
     case = write_case(sample["flair"], sample["t1ce"], tmp_path / "case", zip_to=tmp_path / "case.zip" if zipped
                       else None, **variant)
+    if dicomdir:  # a DICOM file-set (PT000000/ST000000/SE000000/IM…) indexed by a DICOMDIR
+        files = FileSet()
+        for f in sorted(case.rglob("*")):
+            if f.is_file():
+                files.add(str(f))
+        files.write(tmp_path / "fileset")
+        case = tmp_path / "fileset" / "DICOMDIR"
     out = tmp_path / "d.nii.gz"
     assert main(["predict", str(case), "--output", str(out)]) == 0
     assert 'flair=series 3 "AX T2 FLAIR" (SeriesDescription), t1ce=series 4 "AX T1 POST GD"' in capsys.readouterr().out
@@ -59,7 +68,7 @@ def test_dicom_case_gives_the_nifti_mask_in_world_space(sample, tmp_path, varian
     np.testing.assert_allclose(got[1], want[1], atol=1e-3)
     np.testing.assert_array_equal(got[0], want[0])
     assert np.isin(got[0], [1, 2, 4]).sum() > 100  # the comparison is not between two empty masks
-    if not variant:  # the same voxel order: the same grid, both xforms with code 1
+    if not variant and not dicomdir:  # the same voxel order: the same grid, both xforms with code 1
         written = nib.load(out)
         np.testing.assert_allclose(written.affine, sample["flair"].affine, atol=1e-4)
         assert written.header["sform_code"] == written.header["qform_code"] == 1
@@ -81,6 +90,9 @@ def test_dicom_seg_lands_on_the_nifti_mask(sample, tmp_path):
     assert labels == ["whole tumour", "tumour core", "enhancing tumour"]
     assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"AUTOMATIC"}
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
+    folder = tmp_path / "results"
+    assert main(["predict", str(case), "--output-type", "dicom-seg", "--output", str(folder)]) == 0
+    assert hd.seg.segread(folder / "case.dcm").SegmentSequence[2].SegmentLabel == "enhancing tumour"
     mask = sample["mask"]
     truth = np.asarray(mask.dataobj)
     for number, values in zip((1, 2, 3), ([1, 2, 3, 4], [1, 3, 4], [4]), strict=True):
