@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -85,3 +86,31 @@ def write_case(flair: nib.Nifti1Image, t1ce: nib.Nifti1Image, folder: Path, *, z
             if f.is_file():
                 z.write(f, f.relative_to(folder))
     return zip_to
+
+
+def write_series_sitk(img: nib.Nifti1Image, folder: Path, description: str, *, study: str, frame: str,
+                      number: int) -> None:
+    """The same volume written by another writer: SimpleITK's GDCM writer, slice by slice, as SimpleITK's
+    DicomSeriesFromArray example does (LPS, int16, random names without suffix, no SliceThickness)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(img, folder.parent / f"{folder.name}.nii.gz")
+    volume = sitk.Cast(sitk.DICOMOrient(sitk.ReadImage(str(folder.parent / f"{folder.name}.nii.gz")), "LPS"),
+                       sitk.sitkInt16)
+    (folder.parent / f"{folder.name}.nii.gz").unlink()
+    d = volume.GetDirection()
+    tags = {"0010|0010": "Hidden^Case", "0010|0020": "H1", "0020|000d": study, "0020|000e": generate_uid(),
+            "0020|0052": frame, "0008|0060": "MR", "0008|103e": description, "0020|0011": str(number),
+            "0008|0016": MRImageStorage, "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))}
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")
+    rng = random.Random(number)
+    for k in range(volume.GetDepth()):
+        image = volume[:, :, k]
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        image.SetMetaData("0008|0018", generate_uid())
+        image.SetMetaData("0020|0032", "\\".join(map(str, volume.TransformIndexToPhysicalPoint((0, 0, k)))))
+        image.SetMetaData("0020|0013", str(k + 1))
+        writer.SetFileName(str(folder / f"{rng.getrandbits(48):x}"))
+        writer.Execute(image)

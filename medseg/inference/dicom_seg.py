@@ -51,22 +51,34 @@ def write_seg(labels: np.ndarray, convention: Convention, headers: list, model: 
     regions = {r: m for r, m in prediction_regions(labels, convention).items() if m.any()}
     if not regions:
         raise MedsegError(f"{out}: the mask is empty; a DICOM-SEG needs at least one segment (write .nii.gz)")
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
+    step = float(np.linalg.norm(positions[1] - positions[0]))  # the slices are sorted and evenly spaced
     sources = []
     for ds in headers:
         ds = ds.copy()  # the source files are never touched
         for keyword in TYPE2:
             if keyword not in ds:
                 setattr(ds, keyword, "")
+        if "SliceThickness" not in ds:  # Type 2 in MR, but SimpleITK-written series lack it; highdicom needs it
+            ds.SliceThickness = step
         sources.append(ds)
     frames = np.stack([np.moveaxis(m, [0, 1, 2], [2, 1, 0]) for m in regions.values()], axis=-1)  # (Z, Y, X, S)
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(sources, frames, list(regions), model)
+    except (AttributeError, ValueError, TypeError) as e:
+        raise MedsegError(f"{out}: highdicom cannot build a DICOM-SEG on these source images ({e})") from None
+    atomic_write(out, lambda p: seg.save_as(p))
+    return list(regions)
+
+
+def _segmentation(sources: list, frames: np.ndarray, regions: list[str], model: str) -> hd.seg.Segmentation:
+    """BINARY (the type every viewer reads), uncompressed (highdicom's default transfer syntax)."""
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=frames.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(list(regions), model),
-        series_instance_uid=generate_uid(), series_number=int(headers[0].get("SeriesNumber") or 0) + 1000,
+        segment_descriptions=segment_descriptions(regions, model),
+        series_instance_uid=generate_uid(), series_number=int(sources[0].get("SeriesNumber") or 0) + 1000,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medseg",
         manufacturer_model_name=model, software_versions=medseg.__version__, device_serial_number="none",
         series_description=f"medseg {model} segmentation")
-    atomic_write(out, lambda p: seg.save_as(p))
-    return list(regions)
 

@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from medseg.cli import main
 from medseg.data.io import LPS_TO_RAS
 from medseg.resources import sample as sample_dir
-from tests.dicom_series import write_case, write_series
+from tests.dicom_series import write_case, write_series, write_series_sitk
 
 CROP = (slice(4, 44), slice(16, 72), slice(12, 54))  # the lesion and some brain: one 64^3 window of the brats model
 
@@ -100,6 +100,21 @@ def test_dicom_seg_lands_on_the_nifti_mask(sample, tmp_path):
         img = nib.Nifti1Image(volume.array.astype(np.uint8), LPS_TO_RAS @ volume.affine)
         on_mask = np.asarray(resample_from_to(img, (mask.shape, mask.affine), order=0).dataobj)
         np.testing.assert_array_equal(on_mask > 0, np.isin(truth, values))
+
+
+def test_series_written_by_simpleitk(sample, tmp_path):
+    """Another writer's series (SimpleITK's GDCM writer: no SliceThickness, int16): the NIfTI mask and the SEG."""
+    study, frame = generate_uid(), generate_uid()
+    case = tmp_path / "case"
+    for number, (m, description) in enumerate([("flair", "AX T2 FLAIR"), ("t1ce", "AX T1 POST GD")]):
+        write_series_sitk(sample[m], case / m, description, study=study, frame=frame, number=number + 2)
+    assert main(["predict", str(case), "--output", str(tmp_path / "d.nii.gz")]) == 0
+    got, want = canonical(nib.load(tmp_path / "d.nii.gz")), canonical(sample["mask"])
+    np.testing.assert_allclose(got[1], want[1], atol=1e-3)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert main(["predict", str(case), "--output", str(tmp_path / "seg.dcm")]) == 0
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["whole tumour", "tumour core", "enhancing tumour"]
 
 
 def test_channels_on_other_grids_of_one_frame_are_resampled(sample, tmp_path):
