@@ -16,10 +16,10 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 import medseg
-from medseg.data.io import atomic_write
 from medseg.errors import MedsegError
+from medseg.evaluation.metrics import prediction_regions
 from medseg.labels import Convention
-from medseg.metrics import prediction_regions
+from medseg.utils.files import atomic_write
 
 # region -> (label, RGB colour). SNOMED CT has no concept for BraTS' sub-regions: all are category 49755003
 # "Morphologically abnormal structure", type 108369006 "Neoplasm" (as dcmqi's and TotalSegmentator's tumour
