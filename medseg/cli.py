@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("search", help="search a CAKES configuration (train's options + --search.*, --output FILE.json)",
                    add_help=False)
     p = sub.add_parser("predict", help="segment a scan, a case folder or a folder of cases")
-    p.add_argument("inputs", nargs="+", help="a case folder, a folder of cases, a 4D NIfTI or one file per channel")
+    p.add_argument("inputs", nargs="+", help="a case folder, a folder of cases, a 4D NIfTI, one file per channel, or "
+                                             "DICOM: series folders, a case folder of series, a .zip or a DICOMDIR")
     p.add_argument("--model", help="a bundled model name (`medseg models`) or a checkpoint (best.ckpt); default: the "
                                    "bundled brats model, em-membrane for TIFF/HDF5")
     p.add_argument("--output", help="mask path (default: ./<case>_pred.nii.gz; .tif for EM TIFF), or a folder; "
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=lambda s: [c.strip() for c in s.split(",")],
                    help="modality of each given file (or of a 4D file's channels) in order, e.g. flair,t1,t1ce,t2; "
                         "default: identified by file name (_flair, _t1ce, _0000, ...)")
+    p.add_argument("--output-type", choices=["nifti", "dicom-seg"], help="dicom-seg: a DICOM Segmentation "
+                   "referencing the input series (DICOM inputs only; also chosen by --output NAME.dcm); default: "
+                   "NIfTI (docs/dicom.md)")
     p.add_argument("--tta", action="store_true", help="average the 8 mirrorings (8x the time)")
     p.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                    help="keep only the largest connected lesion of the mask (default: as the model says; the bundled "
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.inference.run import Options, predict
 
             options = Options(overwrite=args.overwrite, channels=args.channels, probabilities=args.save_probabilities,
-                              preview=args.preview, stats=args.stats, chunk=args.chunk)
+                              preview=args.preview, stats=args.stats, chunk=args.chunk,
+                              output_type=args.output_type)
             given = {"min_distance": args.min_distance, "min_size": args.min_size, "merge_below": args.merge_below}
             decode = replace(DEFAULT_DECODE, **{k: v for k, v in given.items() if v is not None})
             if decode.merge_below == 0:

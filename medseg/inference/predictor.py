@@ -92,7 +92,7 @@ class Predictor:
 
     def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:
         """The files' channels in the model's order, identified by name or by `channels` (see inference.channels)."""
-        counts = [_channel_count(f) for f in files]
+        counts = [channel_count(f) for f in files]
         return match_channels(files, self.plan.modalities, channels, counts)
 
     def predict_case(self, files: Sequence[str], channels: Sequence[str] | None = None) -> CasePrediction:
@@ -103,6 +103,15 @@ class Predictor:
         if out.shape[1:] != reference.array.shape[:3]:
             raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
         return CasePrediction(out, reference, image.numpy(), picked)
+
+    def predict_volumes(self, volumes: Sequence[Volume], channels: list[Channel]) -> CasePrediction:
+        """Region probabilities of channels already read (DICOM series, one 3D volume per modality in the model's
+        order, on the first one's grid)."""
+        image = np.stack([v.array for v in volumes]).astype(np.float32)  # (C, X, Y, Z)
+        reference = volumes[0]
+        tensor = MetaTensor(torch.from_numpy(image), affine=torch.as_tensor(reference.affine),
+                            meta={"filename_or_obj": str(reference.path)})
+        return CasePrediction(self.probabilities(tensor, reference.path), reference, image, channels)
 
     def probabilities(self, image: MetaTensor, where: Path) -> np.ndarray:
         """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid."""
@@ -154,7 +163,7 @@ def nested(probabilities: np.ndarray, plan: Plan) -> np.ndarray:
     return out
 
 
-def _channel_count(path: str) -> int:
+def channel_count(path: str) -> int:
     """Channels of a file from its header (4D NIfTI, MSD style); other formats are 3D here."""
     if suffix(path) not in NIFTI:
         return 1

@@ -1,9 +1,12 @@
 """`medseg predict`: one case (files or a case folder) or a folder of cases, through one loaded Predictor.
 
-Without `--model` the bundled model for the input type is used (`medseg models`). In folder mode every case found
-(BraTS case folders, or loose files grouped by case name / nnU-Net `_0000` suffix) is written as `<case>.nii.gz` in
-the output folder; existing outputs are skipped unless `--overwrite`, so a killed run continues where it stopped, and
-a bad case prints its `error:` line while the others still run.
+Without `--model` the bundled model for the input type is used (`medseg models`). A folder is one case unless it
+holds case folders or several complete groups of channel files (medseg.inference.channels.find_cases); files of a
+case that name no modality the model takes are left out with one note. DICOM inputs (series folders, a zip, a
+DICOMDIR) are one case (medseg.inference.dicom) and can be written back as DICOM-SEG (`--output seg.dcm`). In folder
+mode every case found is written as `<case>.nii.gz` in the output folder; existing outputs are skipped unless
+`--overwrite`, so a killed run continues where it stopped, and a bad case prints its `error:` line while the others
+still run. An `--output` that names an image file (`.nii.gz`, `.dcm`, …) is always that one file, never a folder.
 """
 
 import sys
@@ -18,10 +21,12 @@ from medseg.data.io import HDF5, TIFF, is_image, stem, suffix, write_mask
 from medseg.em.decode import DEFAULT_DECODE, DecodeParams, boundary_map
 from medseg.errors import MedsegError
 from medseg.evaluation.metrics import prediction_regions
-from medseg.inference.channels import case_name, group_cases
+from medseg.inference import dicom
+from medseg.inference.channels import Channel, case_name, find_cases
 from medseg.inference.chunked import predict_h5
+from medseg.inference.dicom_seg import write_seg
 from medseg.inference.outputs import write_probabilities
-from medseg.inference.predictor import CasePrediction, Predictor
+from medseg.inference.predictor import CasePrediction, Predictor, channel_count
 from medseg.inference.preview import instance_stats, write_instance_preview, write_preview, write_stats
 from medseg.models import default_model
 from medseg.utils.files import write_json
@@ -37,6 +42,12 @@ class Options:
     preview: str | None = None
     stats: str | None = None
     chunk: int | None = None  # EM HDF5: predict and decode this many sections at a time (medseg.inference.chunked)
+    output_type: str | None = None  # "nifti" or "dicom-seg"; None: from --output's suffix (.dcm: DICOM-SEG)
+
+
+# names that are always a file as --output: never made into a folder
+FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".h5", ".hdf5", ".hdf", ".dcm",
+                 ".mgz", ".mgh", ".img", ".hdr")
 
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
@@ -49,6 +60,16 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     for p in paths:
         if not p.exists():
             raise MedsegError(f"{p}: no such file or directory")
+    if options.output_type == "dicom-seg" and output and suffix(output) in FILE_SUFFIXES and suffix(output) != ".dcm":
+        raise MedsegError(f"{output}: --output-type dicom-seg writes a .dcm file")
+    if dicom.is_dicom(paths):
+        predictor = Predictor(model or default_model([]), device=device, overlap=overlap, tta=tta,
+                              channels_last=channels_last, compile=compile, decode=decode, keep_largest=keep_largest)
+        predict_dicom(predictor, paths, output, options)
+        return 0
+    if options.output_type == "dicom-seg":
+        raise MedsegError(f"--output-type dicom-seg: a DICOM-SEG references the DICOM images it segments, and "
+                          f"{paths[0]} is not DICOM; give the DICOM series as input, or write NIfTI masks")
     if any(p.is_dir() for p in paths) and len(paths) > 1:
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
@@ -57,10 +78,20 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     if options.chunk:
         return predict_large(predictor, paths, output, options)
     if paths[0].is_dir():
-        cases = group_cases(paths[0], predictor.plan.modalities)
+        cases, ignored, single = find_cases(paths[0], predictor.plan.modalities, options.channels is None,
+                                            channel_count)
+        if ignored:
+            listed = ", ".join(Path(f).name for f in ignored[:12]) + (f" and {len(ignored) - 12} more"
+                                                                      if len(ignored) > 12 else "")
+            print(f"note: ignored {len(ignored)} file(s) that are no input of this model "
+                  f"({', '.join(predictor.plan.modalities)}): {listed}", file=sys.stderr)
         if not cases:
             raise MedsegError(f"{paths[0]}: no image files or case folders in this folder")
-        if len(cases) > 1 or any(Path(f).parent != paths[0] for files in cases.values() for f in files):
+        if not single:
+            if output and suffix(output) in FILE_SUFFIXES:
+                raise MedsegError(f"--output {output} names one file, but {paths[0]} holds {len(cases)} cases "
+                                  f"({', '.join(list(cases)[:4])}{', …' if len(cases) > 4 else ''}); give an "
+                                  "output folder")
             return predict_folder(predictor, cases, Path(output) if output else Path.cwd() / f"{paths[0].name}_pred",
                                   options)
         files, case = next(iter(cases.values())), paths[0].resolve().name
@@ -96,14 +127,16 @@ def mask_suffix(files: list[str]) -> str:
 
 
 def output_path(case: str, output: str | None, ext: str) -> Path:
-    """The mask's path: `--output` as given when it names an image file; otherwise `--output` is a folder (made if
-    needed, as nnU-Net's -o) holding <case><ext>; without `--output`, ./<case>_pred<ext>."""
+    """The mask's path: `--output` as given when it names an image file (FILE_SUFFIXES); otherwise `--output` is a
+    folder (made if needed, as nnU-Net's -o) holding <case><ext>; without `--output`, ./<case>_pred<ext>."""
     if output is None:
         return Path.cwd() / f"{case}_pred{ext}"
     out = Path(output)
-    if out.is_dir() or not is_image(out):
-        return out / f"{case}{ext}"
-    return out
+    if suffix(out) in FILE_SUFFIXES:
+        if out.is_dir():
+            raise MedsegError(f"{out}: is a folder, but its name is a mask file's; remove it or name another file")
+        return out
+    return out / f"{case}{ext}"
 
 
 def predict_one(predictor: Predictor, files: list[str], case: str | None, output: str | None,
@@ -111,28 +144,68 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     start = time.perf_counter()
     case = case or _case_name(files[0], predictor)
     out = output_path(case, output, mask_suffix(files))
+    if suffix(out) == ".dcm":
+        raise MedsegError(f"{out}: a DICOM-SEG references the DICOM images it segments, and {Path(files[0]).name} "
+                          "is not DICOM; give the DICOM series as input, or write the mask as .nii.gz")
     _check_outputs(out, files, options.overwrite)
     prediction = predictor.predict_case(files, options.channels)
     labels = write_outputs(predictor, prediction, out, options, None)
-    mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
-                        for m, c in zip(predictor.plan.modalities, prediction.channels, strict=True))
-    if predictor.plan.convention.instances:
-        found = f"{instance_stats(labels)['neurons']} neuron ids"
-    else:
-        regions = prediction_regions(labels, predictor.plan.convention)  # what the written mask holds
-        found = "voxels " + ", ".join(f"{r} {int(m.sum())}" for r, m in regions.items())
-    print(f"channels: {mapping}")
-    print(f"wrote {out} ({case}: {found}; {time.perf_counter() - start:.1f} s)")
+    print(f"channels: {channel_line(predictor, prediction)}")
+    print(f"wrote {out} ({case}: {found(predictor, labels)}; {time.perf_counter() - start:.1f} s)")
     return out
 
 
-def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, options: Options,
+def predict_dicom(predictor: Predictor, paths: list[Path], output: str | None, options: Options) -> Path:
+    """One DICOM case (medseg.inference.dicom) into a NIfTI mask on the reference series' grid, or a DICOM-SEG
+    referencing that series (`--output x.dcm` or `--output-type dicom-seg`)."""
+    start = time.perf_counter()
+    named = paths[0].resolve().parent if paths[0].name.upper() == "DICOMDIR" else paths[0].resolve()
+    case = named.name.removesuffix(named.suffix) if named.is_file() else named.name
+    seg = options.output_type == "dicom-seg" or (output is not None and suffix(output) == ".dcm")
+    out = output_path(case, output, ".dcm" if seg else ".nii.gz")
+    _check_outputs(out, [str(p) for p in paths], options.overwrite)
+    read = dicom.read_case(paths, predictor.plan.modalities, options.channels)
+    print(f"channels: {read.matched}")
+    background = float((read.volumes[0].array == read.volumes[0].array.min()).mean())
+    if background < 0.2:  # skull-stripped scans are mostly exact background; scanner images have noise there
+        print(f"note: {read.series[0].name} does not look skull-stripped (only {background:.0%} of its voxels are "
+              "background); the model expects skull-stripped, co-registered images, and medseg does neither "
+              "(docs/dicom.md)", file=sys.stderr)
+    channels = [Channel(s.name) for s in read.series]
+    prediction = predictor.predict_volumes(read.volumes, channels)
+    if seg:
+        labels = write_outputs(predictor, prediction, None, options, None)
+        regions = write_seg(labels, predictor.plan.convention, read.series[0].headers, predictor.source.stem, out)
+        what = f"DICOM-SEG of {read.series[0].name}, segments {', '.join(regions)}"
+    else:
+        labels = write_outputs(predictor, prediction, out, options, None)
+        what = found(predictor, labels)
+    print(f"wrote {out} ({case}: {what}; {time.perf_counter() - start:.1f} s)")
+    return out
+
+
+def channel_line(predictor: Predictor, prediction: CasePrediction) -> str:
+    """Which file (and 4D channel) fed each of the model's modalities."""
+    return ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
+                     for m, c in zip(predictor.plan.modalities, prediction.channels, strict=True))
+
+
+def found(predictor: Predictor, labels: np.ndarray) -> str:
+    """What the written mask holds: voxels per region, or the number of neuron ids."""
+    if predictor.plan.convention.instances:
+        return f"{instance_stats(labels)['neurons']} neuron ids"
+    regions = prediction_regions(labels, predictor.plan.convention)
+    return "voxels " + ", ".join(f"{r} {int(m.sum())}" for r, m in regions.items())
+
+
+def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path | None, options: Options,
                   case: str | None) -> np.ndarray:
-    """The mask, then what was asked besides it; in folder mode (`case` given) the option paths are folders.
-    Returns the label map (EM neuron models: the ids)."""
+    """The mask (unless `out` is None: a DICOM-SEG is written apart), then what was asked besides it; in folder
+    mode (`case` given) the option paths are folders. Returns the label map (EM neuron models: the ids)."""
     labels = predictor.labels(prediction)
     reference = prediction.reference
-    write_mask(labels, reference, out)
+    if out is not None:
+        write_mask(labels, reference, out)
     at = lambda option, ext: Path(option) / f"{case}{ext}" if case else Path(option)  # noqa: E731
     if options.probabilities:
         write_probabilities(prediction.probabilities, reference, at(options.probabilities, ".nii.gz"))
@@ -180,6 +253,7 @@ def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: P
                 raise MedsegError(f"{case}: no image files in this case folder")
             prediction = predictor.predict_case(files, options.channels)
             write_outputs(predictor, prediction, out, options, case)
+            tqdm.write(f"{case}: channels {channel_line(predictor, prediction)}")
             written.append(case)
         except MedsegError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.inference.channels import case_name, group_cases, match_channels
+from medseg.inference.channels import case_name, find_cases, match_channels
 
 MODEL = ["flair", "t1ce"]
 
@@ -69,7 +69,8 @@ def test_group_cases_in_a_folder(tmp_path):
             (tmp_path / case / f"{case}_{m}.nii.gz").touch()
     for i in range(2):
         (tmp_path / f"loose_{i:04d}.nii.gz").touch()
-    cases = group_cases(tmp_path, MODEL)
-    assert sorted(cases) == ["a", "b", "loose"]
+    cases, ignored, single = find_cases(tmp_path, MODEL)
+    assert not single and sorted(cases) == ["a", "b", "loose"]
+    assert sorted(Path(f).name for f in ignored) == ["a_seg.nii.gz", "b_seg.nii.gz"]
     assert [Path(f).name for f in cases["a"]] == ["a_flair.nii.gz", "a_t1ce.nii.gz"]  # the label is not an input
     assert len(cases["loose"]) == 2
