@@ -21,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     p = sub.add_parser("predict", help="segment a scan, a case folder or a folder of cases")
     p.add_argument("inputs", nargs="+", help="a case folder, a folder of cases, a 4D NIfTI or one file per channel")
-    p.add_argument("--model", help="a bundled model name (`medseg models`) or a checkpoint (best.ckpt); default: the "
-                                   "bundled brats model, em-membrane for TIFF/HDF5")
+    p.add_argument("--model", help="a bundled model name (`medseg models`), a checkpoint (best.ckpt), a training run "
+                                   "folder, or a cross-validation root (its folds are averaged); a,b averages several "
+                                   "(medseg.inference.ensemble); default: the bundled brats model, em-membrane for "
+                                   "TIFF/HDF5")
     p.add_argument("--output", help="mask path (default: ./<case>_pred.nii.gz; .tif for EM TIFF), or a folder; "
                                     "for a folder of cases, the output folder (default: ./<folder>_pred)")
     p.add_argument("--channels", type=lambda s: [c.strip() for c in s.split(",")],

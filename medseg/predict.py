@@ -19,6 +19,7 @@ from medseg.em.chunked import predict_h5
 from medseg.em.decode import DEFAULT_DECODE, DecodeParams, boundary_map
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name, group_cases
+from medseg.inference.ensemble import Ensemble, load_predictor
 from medseg.inference.predictor import CasePrediction, Predictor
 from medseg.inference.preview import instance_stats, write_instance_preview, write_json, write_preview, write_stats
 from medseg.inference.writers import write_probabilities
@@ -51,9 +52,11 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     if any(p.is_dir() for p in paths) and len(paths) > 1:
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
-    predictor = Predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                          compile=compile, decode=decode, keep_largest=keep_largest)
+    predictor = load_predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
+                               compile=compile, decode=decode, keep_largest=keep_largest)
     if options.chunk:
+        if isinstance(predictor, Ensemble):
+            raise MedsegError("--chunk takes a single model, not an ensemble")
         return predict_large(predictor, paths, output, options)
     if paths[0].is_dir():
         cases = group_cases(paths[0], predictor.plan.modalities)
