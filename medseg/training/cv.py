@@ -72,11 +72,10 @@ def case_names(cases: list[dict]) -> list[str]:
     ids = [str(c["case"]) for c in cases]
     if dupes := [i for i, n in Counter(ids).items() if n > 1]:
         raise MedsegError(f"cross-validation needs unique case names; listed more than once: {dupes}")
-    if not any("/" in i or "\\" in i for i in ids):
-        return [_safe(i) for i in ids]
-    for name in (lambda c: case_name(c["image"], []), lambda c: stem(c["image"][0]),
-                 lambda c: Path(c["image"][0]).parent.name):
-        names = [_safe(name(c)) for c in cases]
+    path_like = ["/" in i or "\\" in i for i in ids]
+    for derive in (lambda c: case_name(c["image"], []), lambda c: stem(c["image"][0]),
+                   lambda c: Path(c["image"][0]).parent.name):
+        names = [_safe(derive(c) if p else i) for c, i, p in zip(cases, ids, path_like, strict=True)]
         if len(set(names)) == len(names):
             return names
     return [_safe(i) for i in ids]
