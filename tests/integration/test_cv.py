@@ -12,6 +12,7 @@ import torch
 
 from medseg.cli import main
 from medseg.evaluate import evaluate
+from medseg.inference.ensemble import load_predictor, spread
 from medseg.labels import get_convention
 from tests.conftest import REPO, TINY, write_case
 
@@ -182,3 +183,15 @@ def test_cv_summary_names_missing_folds(cv_root, tmp_path, capsys):
     (partial / "fold_2/validation.json").unlink()
     assert main(["cv-summary", str(partial)]) == 2
     assert "fold(s) [2] have no out-of-fold predictions" in capsys.readouterr().err
+
+
+def test_members_and_their_spread_for_quality_control(cv_root, data):
+    ensemble = load_predictor(str(cv_root), device="cpu")
+    files = sorted(str(p) for p in data["unseen"].iterdir())
+    mean, members = ensemble.predict_members(files)
+    assert len(members) == FOLDS
+    assert np.abs(mean.probabilities - np.mean(members, axis=0)).max() <= 1e-6
+    assert np.array_equal(ensemble.predict_case(files).probabilities, mean.probabilities)
+    std = spread(members)
+    assert std.shape == mean.probabilities.shape and std.max() > 0
+    assert np.allclose(std, np.std(members, axis=0), atol=1e-6)
