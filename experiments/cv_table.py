@@ -14,20 +14,18 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from medseg.evaluate import read_label, spacing_of
+from medseg.data.conversion.brats import cases
 from medseg.evaluation.cv import cv_summary, mean_dice
+from medseg.evaluation.evaluate import read_label, spacing_of
+from medseg.evaluation.metrics import evaluate_case
 from medseg.inference.ensemble import load_predictor
-from medseg.metrics import evaluate_case
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from scripts.brats_datalist import cases  # noqa: E402
 
 HELD_OUT = ["brats_2013_pat0001_1", "brats_2013_pat0002_1"]
 CONVENTION = "brats2013"

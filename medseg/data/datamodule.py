@@ -14,11 +14,11 @@ from torch.utils.data import WeightedRandomSampler
 from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
+from medseg.data.plan import Plan
 from medseg.data.transforms import Augmentation, augment
 from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
 from medseg.labels import ConventionName, get_convention
-from medseg.plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,10 @@
 
 Every case of a cross-validation was predicted once by the fold that did not train on it; these commands score
 those predictions against the cases' labels with medseg's evaluation (Dice, HD95, NSD and volumes per region,
-medseg.metrics). `find-best` then does what nnU-Net's find_best_configuration does: each configuration alone, each
-pair of configurations (the mean of their out-of-fold probabilities), each with and without keeping the largest
-lesion, ranked by the mean Dice over cases and regions; a candidate replaces a simpler one only when it scores
-strictly higher. It writes inference.json and prints the `medseg predict` command of the winner.
-"""
+medseg.evaluation.metrics). `find-best` then does what nnU-Net's find_best_configuration does: each configuration
+alone, each pair of configurations (the mean of their out-of-fold probabilities), each with and without keeping the
+largest lesion, ranked by the mean Dice over cases and regions; a candidate replaces a simpler one only when it
+scores strictly higher. It writes inference.json and prints the `medseg predict` command of the winner."""
 
 import itertools
 import json
@@ -18,13 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.io import atomic_write, read_volume
+from medseg.data.io import read_volume
 from medseg.errors import MedsegError
-from medseg.evaluate import check_grid, format_table, read_label, spacing_of, summarize, write_csv, write_json
-from medseg.inference.predictor import largest_component
+from medseg.evaluation.evaluate import check_grid, format_table, read_label, spacing_of, summarize, write_csv
+from medseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, evaluate_case
 from medseg.labels import get_convention
-from medseg.metrics import DEFAULT_TOLERANCE_MM, evaluate_case
-from medseg.training.cv import MANIFEST, SPLITS, fold_dir
+from medseg.utils.files import write_json
 
 
 @dataclass
@@ -40,6 +38,8 @@ class OutOfFold:
 
 def out_of_fold(root: str | Path) -> OutOfFold:
     """The manifests of every fold of `root`; an error names the folds whose predictions are missing."""
+    from medseg.training.cv import MANIFEST, SPLITS, fold_dir  # evaluation sits below training and inference
+
     root = Path(root)
     if not (root / SPLITS).is_file():
         raise MedsegError(f"{root}: not a cross-validation root (no {SPLITS}; train with --cv.folds K)")
@@ -111,15 +111,18 @@ def cv_summary_command(root: str, tolerance: float, json_out: str | None, csv_ou
     result = cv_summary(root, tolerance)
     print(format_table(result))
     print("\n".join(summary_lines(result)))
-    for out, write in ((Path(json_out or Path(root) / "cv_summary.json"), write_json),
-                       (Path(csv_out or Path(root) / "cv_summary.csv"), write_csv)):
-        write(result, out)
-        print(f"wrote {out}")
+    json_path = Path(json_out or Path(root) / "cv_summary.json")
+    csv_path = Path(csv_out or Path(root) / "cv_summary.csv")
+    write_json(json_path, result)
+    write_csv(result, csv_path)
+    print(f"wrote {json_path}\nwrote {csv_path}")
     return 0
 
 
 def find_best(roots: list[str], tolerance: float = DEFAULT_TOLERANCE_MM) -> dict:
     """Every candidate's per-case scores and summary, and the winner (see the module docstring)."""
+    from medseg.inference.predictor import largest_component  # evaluation sits below inference
+
     oofs = [out_of_fold(r) for r in roots]
     first = oofs[0]
     for other in oofs[1:]:
@@ -176,7 +179,7 @@ def find_best_command(roots: list[str], tolerance: float, output: str | None) ->
         print(f"{','.join(r['models']):<{width}}  {r['keep_largest']!s:<12}  {dice}  {r['mean_dice']:.4f}")
     best = result["best"]
     print(f"best: {','.join(best['models'])}, keep_largest {best['keep_largest']}: mean Dice {best['mean_dice']:.4f}")
-    atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
+    write_json(out, result)
     print(f"wrote {out}")
     print(result["command"])
     return 0

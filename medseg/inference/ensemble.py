@@ -23,7 +23,6 @@ from medseg.errors import MedsegError
 from medseg.inference.channels import Channel
 from medseg.inference.predictor import CasePrediction, Predictor
 from medseg.models import resolve_model
-from medseg.training.cv import SPLITS, fold_checkpoint, fold_dir
 
 
 def model_groups(spec: str) -> list[list[Path]]:
@@ -38,6 +37,8 @@ def model_groups(spec: str) -> list[list[Path]]:
 
 
 def item_checkpoints(item: str) -> list[Path]:
+    from medseg.training.cv import SPLITS, fold_checkpoint, fold_dir  # training depends on inference, not back
+
     path = Path(item)
     if not path.is_dir():
         return [resolve_model(item)]

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.io import atomic_write, stem, write_mask
+from medseg.data.io import stem, write_mask
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name
+from medseg.inference.outputs import write_probabilities
 from medseg.inference.predictor import Predictor
-from medseg.inference.writers import write_probabilities
+from medseg.utils.files import write_json
 
 SPLITS = "splits.json"
 MANIFEST = "validation.json"
@@ -98,7 +99,7 @@ def read_or_make_splits(path: Path, names: list[str], folds: int, seed: int) -> 
     """The splits in `path` when it exists (checked against the cases and K), else new ones written there."""
     if not path.exists():
         splits = make_splits(names, folds, seed)
-        atomic_write(path, lambda p: p.write_text(json.dumps(splits, indent=2) + "\n"))
+        write_json(path, splits)
         print(f"wrote {path}: {folds} folds of {len(names)} cases (seed {seed})")
         return splits
     try:
@@ -152,7 +153,7 @@ def train_folds(argv: list[str], config, options: CvOptions) -> int:
     config: the parsed `medseg train` configuration (the data section lists the cases; trainer.default_root_dir
     is the cross-validation's root)."""
     from medseg.data.datamodule import SegDataModule
-    from medseg.train import fit, train_cli  # the training CLI imports this module
+    from medseg.training.cli import fit, train_cli  # the training CLI imports this module
 
     to_run = options.folds_to_run()
     train, val = SegDataModule(**config["data"].as_dict()).cases()
@@ -189,6 +190,6 @@ def predict_out_of_fold(checkpoint: Path, folder: Path, cases: dict[str, dict], 
     manifest = {"fold": fold, "checkpoint": str(checkpoint.relative_to(folder)),
                 "label_convention": predictor.plan.label_convention, "modalities": list(predictor.plan.modalities),
                 "keep_largest": predictor.keep_largest, "cases": entries}
-    atomic_write(folder / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    write_json(folder / MANIFEST, manifest)
     print(f"fold {fold}: out-of-fold predictions of {len(entries)} cases in {folder / 'validation'}")
     return folder / MANIFEST

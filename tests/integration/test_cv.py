@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medseg.cli import main
-from medseg.evaluate import evaluate
+from medseg.evaluation.evaluate import evaluate
 from medseg.inference.ensemble import load_predictor, spread
 from medseg.labels import get_convention
 from tests.conftest import REPO, TINY, write_case
