@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from jsonargparse import Namespace
 
 from medseg.data.io import stem, write_mask
 from medseg.errors import MedsegError
@@ -147,7 +148,7 @@ def fold_checkpoint(folder: Path) -> Path:
                       f"{folder.name.removeprefix('fold_')})")
 
 
-def train_folds(argv: list[str], config, options: CvOptions) -> int:
+def train_folds(argv: list[str], config: Namespace, options: CvOptions) -> int:
     """Split (or reuse splits.json), then train each requested fold into fold_k and predict its own cases.
 
     config: the parsed `medseg train` configuration (the data section lists the cases; trainer.default_root_dir
@@ -168,6 +169,7 @@ def train_folds(argv: list[str], config, options: CvOptions) -> int:
         cli = train_cli([*argv, f"--trainer.default_root_dir={folder}", "--cv.folds=null", "--cv.fold=null",
                          "--checkpoint.monitor=null"])
         cli.datamodule.split = ([by_name[n] for n in splits[k]["train"]], [by_name[n] for n in splits[k]["val"]])
+        (folder / MANIFEST).unlink(missing_ok=True)  # a retrained fold is incomplete until predicted again
         fit(cli)
         if cli.trainer.is_global_zero:
             predict_out_of_fold(fold_checkpoint(folder), folder, {n: by_name[n] for n in splits[k]["val"]}, k)
