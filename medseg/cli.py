@@ -1,4 +1,5 @@
-"""`medseg` command: dispatches to train, search, predict, models, demo, bench and doctor.
+"""`medseg` command: dispatches to train, search, predict, evaluate, cv-summary, find-best, models, demo, bench,
+check-data and doctor.
 
 Bad input → one `error: …` line on stderr and exit code 2 (`--debug` shows the traceback)."""
 
@@ -25,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment a scan, a case folder or a folder of cases")
     p.add_argument("inputs", nargs="+", help="a case folder, a folder of cases, a 4D NIfTI, one file per channel, or "
                                              "DICOM: series folders, a case folder of series, a .zip or a DICOMDIR")
-    p.add_argument("--model", help="a bundled model name (`medseg models`) or a checkpoint (best.ckpt); default: the "
-                                   "bundled brats model, em-membrane for TIFF/HDF5")
+    p.add_argument("--model", help="a bundled model name (`medseg models`), a checkpoint (best.ckpt), a training run "
+                                   "folder, or a cross-validation root (its folds are averaged); a,b averages several "
+                                   "(medseg.inference.ensemble); default: the bundled brats model, em-membrane for "
+                                   "TIFF/HDF5")
     p.add_argument("--output", help="mask path (default: ./<case>_pred.nii.gz; .tif for EM TIFF), or a folder; "
                                     "for a folder of cases, the output folder (default: ./<folder>_pred)")
     p.add_argument("--channels", type=lambda s: [c.strip() for c in s.split(",")],
@@ -70,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--instances", action="store_true", help="EM neuron-id volumes: VOI split/merge, adapted Rand")
     e.add_argument("--csv", help="write a row per case and region to this CSV file")
     e.add_argument("--json", help="write per-case scores and their summary to this JSON file")
+    s = sub.add_parser("cv-summary", help="out-of-fold Dice, HD95 and NSD of a cross-validation (train --cv.folds)")
+    s.add_argument("root", help="the cross-validation's root (--trainer.default_root_dir, holding splits.json)")
+    s.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
+    s.add_argument("--json", help="per-case scores and summary (default: <root>/cv_summary.json)")
+    s.add_argument("--csv", help="a row per case and region (default: <root>/cv_summary.csv)")
+    f = sub.add_parser("find-best", help="choose among cross-validations, their pairwise ensembles and keep-largest "
+                                         "postprocessing by out-of-fold mean Dice; print the predict command")
+    f.add_argument("roots", nargs="+", help="cross-validation roots of the same cases (one per configuration)")
+    f.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
+    f.add_argument("--output", help="default: inference.json in the roots' common folder")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -178,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
                                     args.csv, args.json)
+        if command == "cv-summary":
+            from medseg.evaluation.cv import cv_summary_command
+
+            return cv_summary_command(args.root, args.tolerance, args.json, args.csv)
+        if command == "find-best":
+            from medseg.evaluation.cv import find_best_command
+
+            return find_best_command(args.roots, args.tolerance, args.output)
         if command == "bench":
             from medseg.bench.run import bench
 

@@ -77,10 +77,13 @@ class SegDataModule(pl.LightningDataModule):
         self.convention = get_convention(label_convention)
         self.plan = Plan.from_data(self.hparams)  # preprocessing is built from this only; completed by SegModule
         self.train_ds = self.val_ds = None
+        self.split: tuple[list[dict], list[dict]] | None = None  # a cross-validation fold's cases (training.cv)
 
     def cases(self) -> tuple[list[dict], list[dict]]:
         """Training and validation case dicts; a fixed random hold-out when no validation list is given."""
         h = self.hparams
+        if self.split is not None:
+            return self.split
         if (h.root is None) == (h.datalist is None):
             raise MedsegError("give exactly one of --data.root (BraTS folder) or --data.datalist (JSON)")
         train, val = read_datalist(h.datalist) if h.datalist else (brats_cases(h.root, h.modalities), [])

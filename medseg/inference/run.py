@@ -25,6 +25,7 @@ from medseg.inference import dicom
 from medseg.inference.channels import Channel, case_name, find_cases
 from medseg.inference.chunked import predict_h5
 from medseg.inference.dicom_seg import write_seg
+from medseg.inference.ensemble import Ensemble, load_predictor
 from medseg.inference.outputs import write_probabilities
 from medseg.inference.predictor import CasePrediction, Predictor, channel_count
 from medseg.inference.preview import instance_stats, write_instance_preview, write_preview, write_stats
@@ -63,8 +64,11 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     if options.output_type == "dicom-seg" and output and suffix(output) in FILE_SUFFIXES and suffix(output) != ".dcm":
         raise MedsegError(f"{output}: --output-type dicom-seg writes a .dcm file")
     if dicom.is_dicom(paths):
-        predictor = Predictor(model or default_model([]), device=device, overlap=overlap, tta=tta,
-                              channels_last=channels_last, compile=compile, decode=decode, keep_largest=keep_largest)
+        predictor = load_predictor(model or default_model([]), device=device, overlap=overlap, tta=tta,
+                                   channels_last=channels_last, compile=compile, decode=decode,
+                                   keep_largest=keep_largest)
+        if isinstance(predictor, Ensemble):
+            raise MedsegError("DICOM input takes a single model, not an ensemble (convert the series to NIfTI)")
         predict_dicom(predictor, paths, output, options)
         return 0
     if options.output_type == "dicom-seg":
@@ -73,9 +77,11 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     if any(p.is_dir() for p in paths) and len(paths) > 1:
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
-    predictor = Predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                          compile=compile, decode=decode, keep_largest=keep_largest)
+    predictor = load_predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
+                               compile=compile, decode=decode, keep_largest=keep_largest)
     if options.chunk:
+        if isinstance(predictor, Ensemble):
+            raise MedsegError("--chunk takes a single model, not an ensemble")
         return predict_large(predictor, paths, output, options)
     if paths[0].is_dir():
         cases, ignored, single = find_cases(paths[0], predictor.plan.modalities, options.channels is None,

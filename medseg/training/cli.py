@@ -21,6 +21,7 @@ from medseg.errors import MedsegError
 from medseg.labels import get_convention
 from medseg.resources import with_recipe_paths
 from medseg.training.callbacks import AtomicCheckpointIO, Checkpoint, ValidateAtStepLimit
+from medseg.training.cv import CvOptions, add_cv_arguments, train_folds
 from medseg.training.module import SegModule
 from medseg.training.tracking import SaveConfigAndLog, ValidationSlices, configure_wandb_logger, keep_private
 
@@ -70,9 +71,40 @@ def build_cli(cli_class: type[MedsegCLI], model_class: type, argv: list[str], pr
                      parser_kwargs={"prog": prog}, **kwargs)
 
 
+class TrainCLI(MedsegCLI):
+    """`medseg train`'s command line: MedsegCLI plus the cross-validation section (medseg.training.cv)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        add_cv_arguments(parser)
+
+
+class ParseOnlyCLI(TrainCLI):
+    """The configuration (recipes, overrides) read without building anything: whether to run folds is decided
+    first. --help and --print_config answer here."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def train_cli(argv: list[str]) -> TrainCLI:
+    return build_cli(TrainCLI, SegModule, argv, "medseg train",
+                     trainer_defaults={"callbacks": [ValidateAtStepLimit(), ValidationSlices()]})
+
+
 def train(argv: list[str]) -> int:
-    cli = build_cli(MedsegCLI, SegModule, argv, "medseg train",
-                    trainer_defaults={"callbacks": [ValidateAtStepLimit(), ValidationSlices()]})
+    config = build_cli(ParseOnlyCLI, SegModule, argv, "medseg train").config
+    if config["cv"]["folds"] is not None:
+        return train_folds(argv, config, CvOptions(**config["cv"].as_dict()))
+    fit(train_cli(argv))
+    return 0
+
+
+def fit(cli: TrainCLI) -> None:
+    """Train (or resume, --ckpt_path) the CLI's model; rank 0 then prints the best score and the checkpoints."""
     ckpt = cli.trainer.checkpoint_callback
     resume = cli.config.get("ckpt_path")
     if resume == "last" and not list(Path(ckpt.dirpath).glob("last*.ckpt")):  # Lightning would start from scratch
@@ -82,6 +114,8 @@ def train(argv: list[str]) -> int:
         if isinstance(cli.trainer.logger, WandbLogger):
             cli.trainer.logger.experiment.finish()  # complete the run's files now, also when called in-process
         best = ckpt.best_model_score
-        print(f"best {ckpt.monitor}: {best:.4f}" if best is not None else "no validation ran: no best.ckpt")
+        if ckpt.monitor is None:  # cross-validation (medseg.training.cv): the final model, not ranked
+            print("best.ckpt and last.ckpt: the final model")
+        else:
+            print(f"best {ckpt.monitor}: {best:.4f}" if best is not None else "no validation ran: no best.ckpt")
         print(f"checkpoints: {ckpt.dirpath}")
-    return 0
