@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "overlaid (a folder for a folder of cases)")
     p.add_argument("--stats", metavar="JSON", help="each region's voxel count and volume in mL (a folder for a folder "
                                                    "of cases)")
+    p.add_argument("--report", metavar="HTML", help="a self-contained offline HTML page: viewer, volumes, QC flags, "
+                                                    "model card (a folder with index.html for a folder of cases)")
+    p.add_argument("--uncertainty", metavar="PATH", help="voxel-wise SD of the QC members (the 8 mirrorings with "
+                                                         "--tta, else plain and left-right mirrored) per region, 4D "
+                                                         "NIfTI (a folder for a folder of cases)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (folders: redo finished cases)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.predict import Options, predict
 
             options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats,
-                              args.chunk)
+                              report=args.report, uncertainty=args.uncertainty, chunk=args.chunk)
             decode = DecodeParams(min_distance=args.min_distance, min_size=args.min_size,
                                   merge_below=args.merge_below or None)
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,

@@ -20,10 +20,12 @@ from medseg.em.decode import DEFAULT_DECODE, DecodeParams, boundary_map
 from medseg.errors import MedsegError
 from medseg.inference.channels import case_name, group_cases
 from medseg.inference.predictor import CasePrediction, Predictor
-from medseg.inference.preview import instance_stats, write_instance_preview, write_json, write_preview, write_stats
+from medseg.inference.preview import instance_stats, region_stats, write_instance_preview, write_json, write_preview
+from medseg.inference.qc import assess
 from medseg.inference.writers import write_probabilities
 from medseg.metrics import prediction_regions
 from medseg.models import default_model
+from medseg.report.html import write_case_report, write_index
 
 
 @dataclass
@@ -35,7 +37,14 @@ class Options:
     probabilities: str | None = None
     preview: str | None = None
     stats: str | None = None
+    report: str | None = None  # HTML page per case (medseg.report.html); a folder of cases adds index.html
+    uncertainty: str | None = None  # voxel-wise SD of the QC members, NIfTI on the input's grid
     chunk: int | None = None  # EM HDF5 volumes: predict and decode this many sections at a time (medseg.em.chunked)
+
+    @property
+    def qc(self) -> bool:
+        """Quality control is computed whenever its results are written somewhere."""
+        return bool(self.stats or self.report or self.uncertainty)
 
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
@@ -111,8 +120,8 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     case = case or _case_name(files[0], predictor)
     out = output_path(case, output, mask_suffix(files))
     _check_outputs(out, files, options.overwrite)
-    prediction = predictor.predict_case(files, options.channels)
-    labels = write_outputs(predictor, prediction, out, options, None)
+    prediction = predictor.predict_case(files, options.channels, options.qc)
+    labels, _ = write_outputs(predictor, prediction, out, options, None)
     mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
                         for m, c in zip(predictor.plan.modalities, prediction.channels, strict=True))
     if predictor.plan.convention.instances:
@@ -126,9 +135,9 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
 
 
 def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, options: Options,
-                  case: str | None) -> np.ndarray:
+                  case: str | None) -> tuple[np.ndarray, dict | None]:
     """The mask, then what was asked besides it; in folder mode (`case` given) the option paths are folders.
-    Returns the label map (EM neuron models: the ids)."""
+    Returns the label map (EM neuron models: the ids) and the case's statistics with its "qc" (None for EM ids)."""
     labels = predictor.labels(prediction)
     reference = prediction.reference
     write_mask(labels, reference, out)
@@ -144,13 +153,30 @@ def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, o
                                    at(options.preview, "_preview.png"))
         if options.stats:
             write_json(instance_stats(labels), at(options.stats, "_stats.json"))
-        return labels
+        if options.report:
+            raise MedsegError("--report: EM neuron-id models have no report yet (use --preview)")
+        return labels, None
     if options.preview:
         write_preview(np.moveaxis(prediction.image, 0, -1), labels, convention, at(options.preview, "_preview.png"),
                       zooms, reference.affine)
+    qc = quality(predictor, prediction, labels) if options.qc else None
+    if options.uncertainty and prediction.uncertainty is not None:
+        write_probabilities(prediction.uncertainty, reference, at(options.uncertainty, ".nii.gz"))
+    stats = {**region_stats(labels, convention, zooms), "qc": qc}
     if options.stats:
-        write_stats(labels, convention, zooms, at(options.stats, "_stats.json"))
-    return labels
+        write_json(stats, at(options.stats, "_stats.json"))
+    if options.report:
+        write_case_report(predictor, prediction, labels, stats, at(options.report, ".html"),
+                          "index.html" if case else None)
+    return labels, stats
+
+
+def quality(predictor: Predictor, prediction: CasePrediction, labels: np.ndarray) -> dict | None:
+    """`"qc": {"score", "flags", "details"}` of a prediction made with qc (medseg.inference.qc)."""
+    if prediction.members is None:
+        return None
+    return assess(prediction.network_image, prediction.members, prediction.spacing, predictor.plan.regions,
+                  predictor.plan.modalities, predictor.fingerprint, int(np.count_nonzero(labels)))
 
 
 def _case_name(path: str, predictor: Predictor) -> str:
@@ -168,21 +194,26 @@ def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: P
     """Every case into `out_dir/<case>.nii.gz`; finished cases are skipped, failures reported at the end."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed, skipped, written = [], [], []
+    summaries: dict[str, dict | None] = {}  # case -> stats, for the report's index (None: done in an earlier run)
     start = time.perf_counter()
     for case, files in tqdm(cases.items(), desc="cases", unit="case"):
         out = out_dir / f"{case}{mask_suffix(files)}"
         if out.exists() and not options.overwrite:
             skipped.append(case)
+            if options.report and (Path(options.report) / f"{case}.html").exists():
+                summaries[case] = None
             continue
         try:
             if not files:
                 raise MedsegError(f"{case}: no image files in this case folder")
-            prediction = predictor.predict_case(files, options.channels)
-            write_outputs(predictor, prediction, out, options, case)
+            prediction = predictor.predict_case(files, options.channels, options.qc)
+            _, summaries[case] = write_outputs(predictor, prediction, out, options, case)
             written.append(case)
         except MedsegError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(case)
+    if options.report and summaries:
+        print(f"wrote {write_index(Path(options.report), summaries)}")
     print(f"{len(cases)} cases: {len(written)} written, {len(skipped)} skipped (already done), {len(failed)} failed "
           f"in {time.perf_counter() - start:.1f} s; masks in {out_dir}")
     if failed:

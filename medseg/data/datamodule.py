@@ -2,6 +2,7 @@
 
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,7 @@ from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.transforms import Augmentation, augment
 from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
+from medseg.inference.qc import training_fingerprint
 from medseg.labels import ConventionName, get_convention
 from medseg.plan import Plan
 
@@ -108,6 +110,9 @@ class SegDataModule(pl.LightningDataModule):
         train, val = self.cases()
         check_training_set(train + val, self.convention, h.datalist or h.root)  # before any case is cached
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
+        if not self.convention.instances:  # what quality control compares predictions with (medseg.inference.qc)
+            self.plan = replace(self.plan, fingerprint=training_fingerprint(
+                self.plan.case_transform(True), train, self.plan.regions, self.plan.modalities, h.seed))
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)

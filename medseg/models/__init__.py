@@ -13,6 +13,7 @@ from medseg.data.io import HDF5, TIFF, suffix
 from medseg.errors import MedsegError
 
 DEFAULT_MRI, DEFAULT_EM = "brats", "em-membrane"
+FINGERPRINTS = Path(__file__).with_name("fingerprints.json")  # experiments/qc_fingerprint.py
 
 
 def cards() -> dict[str, dict]:
@@ -45,3 +46,12 @@ def resolve_model(model: str | Path) -> Path:
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise MedsegError(f"unknown model {str(model)!r}: {hint}bundled models are {sorted(known)}, or give a checkpoint "
                       "path")
+
+
+def bundled_fingerprint(checkpoint: Path, plan_key: str) -> dict | None:
+    """The training fingerprint stored beside a bundled checkpoint whose plan has none (experiments/
+    qc_fingerprint.py), while the checkpoint's preprocessing is still the one it was measured with."""
+    if checkpoint.resolve().parent != FINGERPRINTS.parent.resolve() or not FINGERPRINTS.is_file():
+        return None
+    entry = json.loads(FINGERPRINTS.read_text()).get(checkpoint.name)
+    return entry["fingerprint"] if entry and entry["plan_key"] == plan_key else None
