@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
     e.add_argument("--instances", action="store_true", help="EM neuron-id volumes: VOI split/merge, adapted Rand")
     e.add_argument("--csv", help="write a row per case and region to this CSV file")
+    e.add_argument("--report", metavar="HTML", help="an offline HTML page: sortable tables worst case first, box "
+                                                    "plots of Dice and HD95 per region")
+    e.add_argument("--case-pages", metavar="FOLDER", help="where `medseg predict --report FOLDER` wrote the case "
+                                                          "pages the report links to (default: the report's folder)")
     e.add_argument("--json", help="write per-case scores and their summary to this JSON file")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.evaluate import evaluate_command
 
             return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
-                                    args.csv, args.json)
+                                    args.csv, args.json, args.report, args.case_pages)
         if command == "bench":
             from medseg.bench import bench
 

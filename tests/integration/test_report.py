@@ -120,17 +120,30 @@ def test_without_webgl_the_preview_is_shown(predicted):
     assert leaving == []
 
 
-def test_folder_of_cases_gets_an_index(tmp_path):
-    cases = tmp_path / "cases"
+def test_folder_of_cases_gets_an_index_and_evaluate_links_to_it(tmp_path):
+    cases, truth = tmp_path / "cases", tmp_path / "truth"
+    truth.mkdir()
     for name in ("one", "two"):
         (cases / name).mkdir(parents=True)
         for m in ("flair", "t1ce"):
             shutil.copy(HELDOUT / f"brats_2013_pat0001_1_{m}.nii.gz", cases / name / f"{name}_{m}.nii.gz")
-    assert main(["predict", str(cases), "--output", str(tmp_path / "masks"), "--report", str(tmp_path / "pages")]) == 0
-    index = (tmp_path / "pages" / "index.html").read_text()
+        shutil.copy(HELDOUT / "brats_2013_pat0001_1_seg.nii.gz", truth / f"{name}_seg.nii.gz")
+    pages = tmp_path / "pages"
+    assert main(["predict", str(cases), "--output", str(tmp_path / "masks"), "--report", str(pages)]) == 0
+    index = (pages / "index.html").read_text()
     for name in ("one", "two"):
         assert f'href="{name}.html"' in index
-        assert 'href="index.html"' in (tmp_path / "pages" / f"{name}.html").read_text()
+        assert 'href="index.html"' in (pages / f"{name}.html").read_text()
+    out = tmp_path / "eval" / "r.html"
+    out.parent.mkdir()
+    assert main(["evaluate", str(tmp_path / "masks"), str(truth), "--label-convention", "brats2013",
+                 "--json", str(tmp_path / "e.json"), "--report", str(out), "--case-pages", str(pages)]) == 0
+    page = out.read_text()
+    assert not re.search(r"https?:", page)
+    assert page.count("<svg") == 2  # Dice and HD95 box plots
+    assert 'href="../pages/one.html"' in page and 'href="../pages/two.html"' in page
+    scores = json.loads((tmp_path / "e.json").read_text())["cases"]
+    assert f"{scores['one']['wt']['dice']:.3f}" in page
 
 
 def test_swapped_channels_score_higher_and_are_flagged(tmp_path):
