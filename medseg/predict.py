@@ -121,7 +121,7 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
     out = output_path(case, output, mask_suffix(files))
     _check_outputs(out, files, options.overwrite)
     prediction = predictor.predict_case(files, options.channels, options.qc)
-    labels, _ = write_outputs(predictor, prediction, out, options, None)
+    labels, stats = write_outputs(predictor, prediction, out, options, None)
     mapping = ", ".join(f"{m}={Path(c.path).name}" + (f"[{c.index}]" if c.index is not None else "")
                         for m, c in zip(predictor.plan.modalities, prediction.channels, strict=True))
     if predictor.plan.convention.instances:
@@ -131,6 +131,8 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
         found = "voxels " + ", ".join(f"{r} {int(m.sum())}" for r, m in regions.items())
     print(f"channels: {mapping}")
     print(f"wrote {out} ({case}: {found}; {time.perf_counter() - start:.1f} s)")
+    if stats and stats["qc"]:
+        print(qc_line(stats["qc"]))
     return out
 
 
@@ -171,6 +173,12 @@ def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path, o
     return labels, stats
 
 
+def qc_line(qc: dict) -> str:
+    """The console's one line of quality control."""
+    flags = ", ".join(qc["flags"]) if qc["flags"] else "none"
+    return f"qc: score {qc['score']:.3f} (higher = less trustworthy), flags: {flags}"
+
+
 def quality(predictor: Predictor, prediction: CasePrediction, labels: np.ndarray) -> dict | None:
     """`"qc": {"score", "flags", "details"}` of a prediction made with qc (medseg.inference.qc)."""
     if prediction.members is None:
@@ -208,6 +216,8 @@ def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: P
                 raise MedsegError(f"{case}: no image files in this case folder")
             prediction = predictor.predict_case(files, options.channels, options.qc)
             _, summaries[case] = write_outputs(predictor, prediction, out, options, case)
+            if summaries[case] and summaries[case]["qc"] and summaries[case]["qc"]["flags"]:
+                tqdm.write(f"{case}: {qc_line(summaries[case]['qc'])}")
             written.append(case)
         except MedsegError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)

@@ -166,7 +166,7 @@ def script_json(value: object) -> str:
 
 
 def volumes_html(stats: Mapping) -> str:
-    rows = [(r, v["voxels"], f"{v['volume_ml']:.2f}") for r, v in stats.items() if r != "qc"]
+    rows = [(r, v["voxels"], f"{v['volume_ml']:.3f}") for r, v in stats.items() if r != "qc"]
     return table(["region", "voxels", "volume (mL)"], rows, [False, True, True], ' id="volumes"')
 
 
