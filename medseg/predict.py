@@ -184,7 +184,8 @@ def quality(predictor: Predictor, prediction: CasePrediction, labels: np.ndarray
     if prediction.members is None:
         return None
     return assess(prediction.network_image, prediction.members, prediction.spacing, predictor.plan.regions,
-                  predictor.plan.modalities, predictor.fingerprint, int(np.count_nonzero(labels)))
+                  predictor.plan.modalities, predictor.fingerprint, int(np.count_nonzero(labels)),
+                  brain=predictor.plan.voxel_size is None)  # EM stacks carry a voxel size and no brain
 
 
 def _case_name(path: str, predictor: Predictor) -> str:

@@ -176,17 +176,22 @@ def symmetric(lesion: np.ndarray, brain: np.ndarray) -> float:
 
 
 def assess(image: np.ndarray, members: Sequence[np.ndarray], spacing: Sequence[float], regions: Sequence[str],
-           modalities: Sequence[str], fingerprint: Mapping | None, written_voxels: int) -> dict:
+           modalities: Sequence[str], fingerprint: Mapping | None, written_voxels: int, brain: bool = True) -> dict:
     """{"score", "flags", "details"} of one case: image (C, X, Y, Z) and members in the network's space.
 
-    written_voxels: foreground voxels of the mask as written (after keep-largest), for `empty_prediction`."""
+    written_voxels: foreground voxels of the mask as written (after keep-largest), for `empty_prediction`.
+    brain: the scan is a skull-stripped brain (MRI); EM stacks (False) get the disagreement and emptiness only."""
     agreement = disagreement(members, spacing, regions)
     mean = np.mean(np.stack(members), 0)
     predicted = mean > 0.5  # (R, X, Y, Z); region 0 is the outermost (WT for BraTS)
     lesion = predicted.any(0)
-    brain = np.any(image != 0, axis=0)
-    case = case_fingerprint(image, predicted, spacing, regions, modalities)
     flags, details = [], {"disagreement": agreement}
+    if not brain:
+        flags += ["empty_prediction"] if written_voxels == 0 else []
+        flags += ["high_disagreement"] if agreement["score"] > HIGH_DISAGREEMENT else []
+        return {"score": round(agreement["score"], 4), "flags": flags, "details": details}
+    case = case_fingerprint(image, predicted, spacing, regions, modalities)
+    brain = np.any(image != 0, axis=0)
     outer_ml = float(lesion.sum()) * float(np.prod(spacing[:3])) / 1000.0
     details["lesion_ml"], details["brain_ml"] = outer_ml, case["brain_ml"]
     if written_voxels == 0:
