@@ -7,10 +7,14 @@ wrong way round, Gaussian noise (SD 0.5 x the brain's SD), Gaussian blur (sigma 
 and FLAIR by T1ce (a missing modality filled with another), the volume upside down and with two axes transposed
 (wrong orientation: the header kept, the voxels not), and a partial field of view (zero outside a 3 cm axial slab
 through the tumour). The ground truth undergoes the same geometric change, so Dice measures the segmentation of
-what the model was given. Everything runs on 1 CPU thread; `--tta` adds the 8-mirroring runs of the clean and
-swapped inputs (the issue's check).
+what the model was given. Everything runs on 1 CPU thread; `--tta CASE…` adds the 8-mirroring runs of the clean and
+swapped inputs of those cases (the issue's check). Results: docs/report-qc.md.
 
-    OMP_NUM_THREADS=1 python experiments/qc_calibration.py --out experiments/results/qc_calibration.json [--tta]
+    OMP_NUM_THREADS=1 python experiments/qc_calibration.py --cases pat0001 pat0002 --tta pat0001 \
+        --out experiments/results/qc_calibration_a.json
+    OMP_NUM_THREADS=1 python experiments/qc_calibration.py --cases BraTS2021_00006 --tta BraTS2021_00006 \
+        --out experiments/results/qc_calibration_b.json
+    python experiments/qc_calibration.py --table experiments/results/qc_calibration_{a,b}.json
 """
 
 import argparse
@@ -90,7 +94,7 @@ def run(predictor: Predictor, case: str, corruption: str, tmp: Path, rng: np.ran
     flair, t1ce, label, order = corrupt(corruption, *arrays, label, rng)
     files = []
     for i, a in enumerate((flair, t1ce)):
-        files.append(str(tmp / f"{case}_{corruption}_{i}.nii.gz"))
+        files.append(str(tmp / f"{case}_run{i}.nii.gz"))  # neutral names: --channels alone says which is which
         nib.save(nib.Nifti1Image(np.ascontiguousarray(a, dtype=np.float32), ref.affine, ref.header), files[-1])
     start = time.perf_counter()
     prediction = predictor.predict_case(files, order.split(","), qc=True)
@@ -108,16 +112,21 @@ def run(predictor: Predictor, case: str, corruption: str, tmp: Path, rng: np.ran
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="experiments/results/qc_calibration.json")
-    parser.add_argument("--tta", action="store_true", help="also the 8-mirroring runs of clean and swapped inputs")
+    parser.add_argument("--tta", nargs="*", default=[], metavar="CASE",
+                        help="also the 8-mirroring runs of clean and swapped inputs of these cases")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="print the Markdown table of earlier runs instead")
     args = parser.parse_args()
+    if args.table:
+        print(table([row for f in args.table for row in json.loads(Path(f).read_text())]))
+        return
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     plain = Predictor("brats", device="cpu")
     plans = [(plain, c, k) for c in args.cases for k in CORRUPTIONS]
     if args.tta:
         tta = Predictor("brats", device="cpu", tta=True)
-        plans += [(tta, c, k) for c in args.cases for k in ("clean", "swapped")]
+        plans += [(tta, c, k) for c in args.tta for k in ("clean", "swapped")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for predictor, case, corruption in plans:
@@ -126,9 +135,23 @@ def main() -> None:
             print(f"{case:16} {corruption:14} tta={int(r['tta'])} score {r['score']:.3f} dice "
                   + " ".join(f"{k} {v:.2f}" for k, v in r["dice"].items()) + f" flags {','.join(r['flags'])}",
                   flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")  # after every run: partial results kept
     print(f"wrote {args.out}")
+
+
+def table(rows: list[dict]) -> str:
+    """The docs' table: one row per run, with the numbers behind the flags."""
+    lines = ["| case | input | TTA | QC score | Dice WT / TC / ET | flags | histogram / lesion shift (SD) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        shift = r["intensity_shift"]
+        shifts = f"{shift['histogram']:.1f} / {shift['lesion_contrast']:.1f}" if isinstance(shift, dict) else ""
+        held = "" if r["held_out"] else " (trained on)"
+        lines.append(f"| {r['case']}{held} | {r['corruption']} | {'8' if r['tta'] else '2'} | {r['score']:.3f} | "
+                     + " / ".join(f"{v:.2f}" for v in r["dice"].values())
+                     + f" | {', '.join(r['flags']) or '–'} | {shifts} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
