@@ -10,7 +10,7 @@ through the tumour). The ground truth undergoes the same geometric change, so Di
 what the model was given. Everything runs on 1 CPU thread; `--tta CASE…` adds the 8-mirroring runs of the clean and
 swapped inputs of those cases (the issue's check). Results: docs/report-qc.md.
 
-    OMP_NUM_THREADS=1 python experiments/qc_calibration.py --cases pat0001 pat0002 --tta pat0001 \
+    OMP_NUM_THREADS=1 python experiments/qc_calibration.py --cases pat0001 --clean-only pat0002 --tta pat0001 \
         --out experiments/results/qc_calibration_a.json
     OMP_NUM_THREADS=1 python experiments/qc_calibration.py --cases BraTS2021_00006 --tta BraTS2021_00006 \
         --out experiments/results/qc_calibration_b.json
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--tta", nargs="*", default=[], metavar="CASE",
                         help="also the 8-mirroring runs of clean and swapped inputs of these cases")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--clean-only", nargs="*", default=[], metavar="CASE",
+                        help="cases run clean and swapped only (to keep the run short)")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="print the Markdown table of earlier runs instead")
     args = parser.parse_args()
     if args.table:
@@ -124,6 +126,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     plain = Predictor("brats", device="cpu")
     plans = [(plain, c, k) for c in args.cases for k in CORRUPTIONS]
+    plans += [(plain, c, k) for c in args.clean_only for k in ("clean", "swapped")]
     if args.tta:
         tta = Predictor("brats", device="cpu", tta=True)
         plans += [(tta, c, k) for c in args.tta for k in ("clean", "swapped")]

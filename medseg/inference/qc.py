@@ -21,14 +21,16 @@ FINGERPRINT_VERSION = 1
 MAX_FINGERPRINT_CASES = 20  # training cases read for the fingerprint (a seeded sample of larger sets)
 
 # calibrated in docs/report-qc.md (experiments/qc_calibration.py); flags say which rule fired
-HIGH_DISAGREEMENT = 0.15  # score above which the members disagree too much to trust the mask
-HISTOGRAM_SHIFT = 4.0  # largest channel-percentile distance from the training fingerprint, in training SDs
-LESION_CONTRAST_SHIFT = 4.0  # largest distance of a region's mean z per channel from the training fingerprint, SDs
+# score above which the members disagree too much: 2 members (plain + LR mirror) / more (8 mirrorings, ensembles)
+HIGH_DISAGREEMENT = {2: 0.06, "more": 0.12}
+HISTOGRAM_SHIFT = 3.0  # largest channel-percentile distance from the training fingerprint, in training SDs
+LESION_CONTRAST_SHIFT = 2.5  # largest distance of a region's mean z per channel from the training fingerprint, SDs
 BRAIN_SHAPE_SHIFT = 4.0  # brain extent (mm) along a RAS axis from the training mean, in training SDs
 # SDs of few training cases are noisy: never divide by less than these
 SD_FLOOR_HISTOGRAM, SD_FLOOR_LESION, SD_FLOOR_EXTENT_MM = 0.1, 0.25, 10.0
 MIN_VOLUME_ML, MAX_BRAIN_FRACTION = 0.5, 0.25  # outermost region: smaller, or larger than this share of the brain
 EDGE_FRACTION = 0.05  # share of the brain's outermost slice covered by lesion before it "touches the edge"
+CUT_AREA = 0.25  # an outermost brain slice larger than this share of the largest one: the field cuts the brain
 OUTSIDE_BRAIN_FRACTION = 0.01  # share of the lesion outside the non-zero (brain) region
 SYMMETRY_DICE = 0.3  # Dice of the lesion with its mirror image across the brain's midline
 HEMISPHERE_SHARE = 0.25  # each hemisphere holds at least this share of the lesion
@@ -138,17 +140,21 @@ def intensity_shift(case: Mapping, fingerprint: Mapping) -> dict:
 
 
 def touches_edge(lesion: np.ndarray, brain: np.ndarray) -> list[str]:
-    """Faces of the imaged field (the brain's bounding box: zeroed slabs count as not imaged) whose outermost
-    slice is covered by lesion for more than EDGE_FRACTION of its brain voxels."""
+    """Faces of the imaged field where the field cuts through the brain and the lesion reaches the cut.
+
+    The field is the brain's bounding box (zeroed slabs count as not imaged). A face counts as a cut when the
+    brain's outermost slice there is still large (over CUT_AREA of the brain's largest slice across that axis: a
+    whole brain tapers to a small last slice), and the lesion covers more than EDGE_FRACTION of it."""
     box = np.argwhere(brain)
     if not box.size or not lesion.any():
         return []
     low, high = box.min(0), box.max(0)
     faces = []
     for axis, (neg, pos) in enumerate((("L", "R"), ("P", "A"), ("I", "S"))):
+        areas = brain.sum(axis=tuple(a for a in range(3) if a != axis))
         for name, index in ((neg, low[axis]), (pos, high[axis])):
             b, m = np.take(brain, index, axis), np.take(lesion, index, axis)
-            if b.sum() and (m & b).sum() > EDGE_FRACTION * b.sum():
+            if b.sum() > CUT_AREA * areas.max() and (m & b).sum() > EDGE_FRACTION * b.sum():
                 faces.append(name)
     return faces
 
@@ -175,6 +181,11 @@ def symmetric(lesion: np.ndarray, brain: np.ndarray) -> float:
     return float(2 * (lesion & mirrored).sum() / (lesion.sum() + mirrored.sum()))
 
 
+def disagreement_limit(members: int) -> float:
+    """The score above which `high_disagreement` is raised: 8 mirrorings disagree more than 2 on the same case."""
+    return HIGH_DISAGREEMENT[2] if members <= 2 else HIGH_DISAGREEMENT["more"]
+
+
 def assess(image: np.ndarray, members: Sequence[np.ndarray], spacing: Sequence[float], regions: Sequence[str],
            modalities: Sequence[str], fingerprint: Mapping | None, written_voxels: int, brain: bool = True) -> dict:
     """{"score", "flags", "details"} of one case: image (C, X, Y, Z) and members in the network's space.
@@ -188,7 +199,7 @@ def assess(image: np.ndarray, members: Sequence[np.ndarray], spacing: Sequence[f
     flags, details = [], {"disagreement": agreement}
     if not brain:
         flags += ["empty_prediction"] if written_voxels == 0 else []
-        flags += ["high_disagreement"] if agreement["score"] > HIGH_DISAGREEMENT else []
+        flags += ["high_disagreement"] if agreement["score"] > disagreement_limit(len(members)) else []
         return {"score": round(agreement["score"], 4), "flags": flags, "details": details}
     case = case_fingerprint(image, predicted, spacing, regions, modalities)
     brain = np.any(image != 0, axis=0)
@@ -220,6 +231,6 @@ def assess(image: np.ndarray, members: Sequence[np.ndarray], spacing: Sequence[f
             flags.append("brain_shape")
     else:
         details["intensity_shift"] = "no training fingerprint in this model: not checked"
-    if agreement["score"] > HIGH_DISAGREEMENT:
+    if agreement["score"] > disagreement_limit(len(members)):
         flags.append("high_disagreement")
     return {"score": round(agreement["score"], 4), "flags": flags, "details": details}
