@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from medseg.evaluation.metrics import prediction_regions
 from medseg.inference.predictor import Predictor
 from medseg.inference.qc import assess
 from medseg.labels import get_convention
-from medseg.metrics import prediction_regions
 
 SHARED = Path(os.environ.get("MEDSEG_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 CASES = {  # name: (flair, t1ce, label, held out?)

@@ -12,9 +12,9 @@ import argparse
 import json
 
 from medseg.data.datasets import brats_cases
-from medseg.inference.predictor import load_checkpoint
-from medseg.inference.qc import training_fingerprint
+from medseg.data.intensity import training_fingerprint
 from medseg.models import FINGERPRINTS, cards, resolve_model
+from medseg.models.loading import load_checkpoint
 
 
 def main() -> None:

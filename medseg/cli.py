@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
     try:
         if command == "train":
-            from medseg.train import train
+            from medseg.training.cli import train
 
             return train(rest)
         if command == "search":
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             return search(rest)
         if command == "predict":
             from medseg.em.decode import DecodeParams
-            from medseg.predict import Options, predict
+            from medseg.inference.run import Options, predict
 
             options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats,
                               report=args.report, uncertainty=args.uncertainty, chunk=args.chunk)
@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return list_models()
         if command == "evaluate":
-            from medseg.evaluate import evaluate_command
+            from medseg.evaluation.evaluate import evaluate_command
 
             return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
                                     args.csv, args.json, args.report, args.case_pages)
         if command == "bench":
-            from medseg.bench import bench
+            from medseg.bench.run import bench
 
             bench(args.config, args.archs, args.blocks, shape=args.shape, repeats=args.repeats,
                   device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                   block_kwargs=block_settings(args.block_kwargs))
             return 0
         if command == "check-data":
-            from medseg.check_data import check_data
+            from medseg.data.fingerprint import check_data
 
             return check_data(args.root, args.datalist, args.modalities, args.label_convention, args.voxel_size,
                               args.json)

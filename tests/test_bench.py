@@ -6,10 +6,10 @@ import torch
 import yaml
 from torch import nn
 
-from medseg.bench import RECIPE, bench, load_recipe
+from medseg.bench.measure import state_mib
+from medseg.bench.run import RECIPE, bench, load_recipe
 from medseg.blocks import BLOCKS
 from medseg.cli import main
-from medseg.measure import state_mib
 from medseg.nets import NETS, build_net
 
 RECIPE_TINY = {"model": {"channels": [4, 8, 16], "strides": [1, 2, [2, 2, 1]], "kernel_sizes": [3, 3, [3, 3, 1]]},

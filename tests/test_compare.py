@@ -1,15 +1,28 @@
-"""scripts/compare_blocks.py --quick on synthetic cases: the table, its files, and resuming a cut-short table."""
+"""experiments/compare_blocks.py --quick on synthetic cases: the table, its files, and resuming a cut-short table."""
 
 import csv
 import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import pytest
 from PIL import Image
 
-from scripts.compare_blocks import main as compare
-from scripts.compare_blocks import variant_args
 from tests.conftest import write_case
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "compare_blocks.py"
+
+
+def compare(argv: list[str]) -> int:
+    """The experiment as users run it: `python experiments/compare_blocks.py …` (experiments/ is not a package)."""
+    return subprocess.run([sys.executable, str(SCRIPT), *argv], timeout=900).returncode
+
+
+def variant_args(name: str) -> list[str]:
+    return runpy.run_path(str(SCRIPT))["variant_args"](name)
 
 
 def test_quick_table_resumes_and_reports(tmp_path):

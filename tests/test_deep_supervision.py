@@ -5,8 +5,8 @@ import torch
 
 from medseg.cli import main
 from medseg.errors import MedsegError
-from medseg.module import SegModule
 from medseg.nets import build_net
+from medseg.training.module import SegModule
 from tests.conftest import REPO, synthetic_case, train_tiny
 
 NET = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2, 2], "kernel_sizes": [3, 3, 3, 3]}

@@ -11,11 +11,11 @@ import tifffile
 import torch
 
 from medseg.cli import main
-from medseg.em.chunked import chunked_ids, relabel
 from medseg.em.decode import DecodeParams, decode, remove_small
 from medseg.em.loss import MaskedDiceBCE
 from medseg.em.targets import IGNORE, affinities, boundaries, instance_targets
-from medseg.metrics import instance_metrics
+from medseg.evaluation.metrics import instance_metrics
+from medseg.inference.chunked import chunked_ids, relabel
 from tests.conftest import REPO, shared
 
 

@@ -1,4 +1,4 @@
-"""`medseg evaluate` and medseg.metrics: hand-computed scores, independent NumPy/SciPy checks, empty regions,
+"""`medseg evaluate` and medseg.evaluation.metrics: hand-computed scores, independent NumPy/SciPy checks, empty regions,
 the JSON shape, EM instance and membrane metrics, and bad input as one `error:` line with exit code 2."""
 
 import json
@@ -12,8 +12,8 @@ import tifffile
 from scipy import ndimage
 
 from medseg.cli import main
-from medseg.evaluate import case_name
-from medseg.metrics import evaluate_case
+from medseg.evaluation.evaluate import case_name
+from medseg.evaluation.metrics import evaluate_case
 from tests.conftest import BRATS_AFFINE, synthetic_case
 
 METRICS = {"dice", "hd95", "nsd", "volume_pred_ml", "volume_true_ml"}

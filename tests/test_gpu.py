@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from medseg.cli import main
-from medseg.inference.predictor import infer, pick_device
+from medseg.inference.predictor import infer
 from medseg.nets import build_net
+from medseg.runtime import pick_device
 from tests.conftest import train_tiny
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

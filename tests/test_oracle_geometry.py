@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from medseg.data.transforms import preprocess
-from medseg.inference.predictor import build_model, load_checkpoint
+from medseg.models.loading import build_model, load_checkpoint
 from tests.conftest import BRATS_AFFINE, SHAPE, synthetic_case
 from tests.oracle import (
     FOV_MM,

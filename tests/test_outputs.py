@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.data.io import atomic_write, itk_affine, read_volume, write_mask
+from medseg.data.io import itk_affine, read_volume, write_mask
+from medseg.utils.files import atomic_write
 
 SHAPE = (6, 7, 5)  # (X, Y, Z)
 

@@ -12,8 +12,8 @@ from lightning.pytorch import Trainer
 
 from medseg.data.datamodule import SegDataModule
 from medseg.errors import MedsegError
-from medseg.inference.predictor import autocast_dtype, pick_device
-from medseg.module import SegModule
+from medseg.runtime import autocast_dtype, pick_device
+from medseg.training.module import SegModule
 from tests.conftest import REPO, TINY_WANDB, console_script, train_tiny, write_case
 
 DOCKERFILE = REPO / "Dockerfile"

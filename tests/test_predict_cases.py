@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from medseg.cli import main
+from medseg.data.plan import FORMAT
 from medseg.errors import MedsegError
-from medseg.inference.predictor import build_model, load_checkpoint
 from medseg.models import bundled_path
-from medseg.plan import FORMAT
+from medseg.models.loading import build_model, load_checkpoint
 from tests.conftest import synthetic_case, write_case
 
 

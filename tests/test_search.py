@@ -15,7 +15,7 @@ from medseg.data.datamodule import SegDataModule
 from medseg.errors import MedsegError
 from medseg.nets import NETS, build_net
 from medseg.search.cost import measure, net_cost
-from medseg.search.output import configuration, write_json
+from medseg.search.output import configuration, write_configuration
 from medseg.search.run import SearchModule
 from medseg.search.select import select, select_within
 from medseg.search.supernet import SuperCakes, layer_ops, to_supernet
@@ -156,7 +156,7 @@ def test_configuration_file_round_trips(tmp_path):
     costs = meta_costs()
     splits = select_within(costs, favouring_3d(costs), 0.5, "flops")
     path = tmp_path / "cakes.json"
-    write_json(path, configuration(costs.layers, splits, {"variant": "performance"}))
+    write_configuration(path, configuration(costs.layers, splits, {"variant": "performance"}))
     data = check_config(json.loads(path.read_text()))
     assert data["ops"]["1x3x3"] == [1, 3, 3] and data["provenance"] == {"variant": "performance"}
     loaded = build_net("unet", 2, 3, block="cakes", block_kwargs={"config": str(path)}, **NET)

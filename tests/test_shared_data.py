@@ -8,8 +8,8 @@ import pytest
 import tifffile
 
 from medseg.cli import main
+from medseg.data.conversion.isbi2012 import prepare
 from medseg.data.io import read_volume
-from scripts.prepare_isbi2012 import prepare
 from tests.conftest import REPO, shared
 
 FAST = ["--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
@@ -58,7 +58,7 @@ def test_predict_unseen_patient_in_brats_layout(brats_run, tmp_path):
 def test_bundled_model_segments_the_held_out_patient(tmp_path):
     """The out-of-the-box promise on real data: no --model, DeepMedic file names, Dice from medseg's metrics against
     the manual labels (measured 0.860 WT; the model never trained on this patient)."""
-    from medseg.metrics import evaluate_case
+    from medseg.evaluation.metrics import evaluate_case
 
     source = shared("deepmedic_brats2015_subset", "test", "brats_2013_pat0001_1")
     out = tmp_path / "pat0001.nii.gz"

@@ -1,4 +1,4 @@
-"""The fast execution path (medseg.speed, layout-keeping norm, fused CAKES, the channels-last CPU backwards) gives
+"""The fast execution path (medseg.runtime, layout-keeping norm, fused CAKES, the channels-last CPU backwards) gives
 the outputs and gradients of the plain path."""
 
 import pytest
@@ -7,10 +7,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from medseg.blocks import make_conv3d
-from medseg.blocks.depthwise import DepthwiseConv3d
-from medseg.blocks.norm import InstanceNorm3d
 from medseg.nets import build_net
-from medseg.speed import prepare_net, to_channels_last, use_channels_last
+from medseg.ops.depthwise import DepthwiseConv3d
+from medseg.ops.norm import InstanceNorm3d
+from medseg.runtime import prepare_net, to_channels_last, use_channels_last
 
 CL = torch.channels_last_3d
 TINY = {"channels": [4, 8, 16], "strides": [1, 2, [2, 2, 1]], "kernel_sizes": [3, 3, [3, 3, 1]]}

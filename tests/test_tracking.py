@@ -8,7 +8,7 @@ import torch
 
 from medseg.cli import main
 from medseg.labels import get_convention
-from medseg.tracking import REDACTED, overlay, redact
+from medseg.training.tracking import REDACTED, overlay, redact
 from tests.conftest import REPO, TINY_WANDB
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medseg.blocks.built import built_conv3d
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
 from medseg.errors import MedsegError
+from medseg.ops.built import built_conv3d
 
 OPS = ("3x3x3", "3x3x1", "3x1x3", "1x3x3", "3x1x1", "1x3x1", "1x1x3")  # the fixed concat order
 SPACES: dict[str, tuple[str, ...]] = {

@@ -33,8 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from medseg.blocks.norm import InstanceNorm3d, fast_backward
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
+from medseg.ops.norm import InstanceNorm3d, fast_backward
 
 LANES = 16  # channels per SIMD block of oneDNN's AVX-512 convolutions: a thinner conv costs as if this wide
 

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medseg.blocks.depthwise import DepthwiseConv3d, depthwise_grads
-from medseg.blocks.norm import InstanceNorm3d, column_sums, cpu_channels_last, plain, voxel_rows
 from medseg.blocks.size import Size3, fit_size, keep_axes, same_output, same_padding, triple
+from medseg.ops.depthwise import DepthwiseConv3d, depthwise_grads
+from medseg.ops.norm import InstanceNorm3d, column_sums, cpu_channels_last, plain, voxel_rows
 
 
 def depthwise(channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
@@ -78,7 +78,7 @@ class Projection(nn.Module):
 
 # Fold the norm only where the output has at least this many voxels per channel: the folded statistics are
 # C×C matrix products per sample, which outweigh the saved passes over the tensor in deep, small layers
-# (`scripts/bench_layer_kernels.py`, forward + backward: 8→8 at 64³ 54.4 → 39.5 ms, 64→64 at 8³ 1.6 → 1.4;
+# (`benchmarks/layer_kernels.py`, forward + backward: 8→8 at 64³ 54.4 → 39.5 ms, 64→64 at 8³ 1.6 → 1.4;
 # 256→256 at 8³ 8.3 → 8.5, 320→320 at 4³ 3.3 → 6.1)
 FOLD_VOXELS_PER_CHANNEL = 8
 

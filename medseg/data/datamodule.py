@@ -15,12 +15,12 @@ from torch.utils.data import WeightedRandomSampler
 from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
+from medseg.data.intensity import training_fingerprint
+from medseg.data.plan import Plan
 from medseg.data.transforms import Augmentation, augment
 from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
-from medseg.inference.qc import training_fingerprint
 from medseg.labels import ConventionName, get_convention
-from medseg.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class SegDataModule(pl.LightningDataModule):
         train, val = self.cases()
         check_training_set(train + val, self.convention, h.datalist or h.root)  # before any case is cached
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
-        if not self.convention.instances:  # what quality control compares predictions with (medseg.inference.qc)
+        if not self.convention.instances:  # what quality control compares predictions with (medseg.data.intensity)
             self.plan = replace(self.plan, fingerprint=training_fingerprint(
                 self.plan.case_transform(True), train, self.plan.regions, self.plan.modalities, h.seed))
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)

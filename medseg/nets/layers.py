@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from medseg.blocks import Size3, make_conv3d
-from medseg.blocks.norm import InstanceNorm3d
 from medseg.blocks.size import fit_size, triple
+from medseg.ops.norm import InstanceNorm3d
 
 
 class ConvNormAct(nn.Sequential):

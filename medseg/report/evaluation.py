@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 import medseg
-from medseg.data.io import atomic_write
 from medseg.report.html import colour, esc
+from medseg.utils.files import atomic_write
 
 PLOTTED = ("dice", "hd95")  # the metrics drawn as box plots, when the convention has them
 SORT_JS = """

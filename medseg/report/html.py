@@ -26,11 +26,11 @@ import nibabel as nib
 import numpy as np
 
 import medseg
-from medseg.data.io import atomic_write
+from medseg.evaluation.metrics import prediction_regions
 from medseg.inference.preview import REGION_COLOURS, lesion_centre, window, write_preview
 from medseg.labels import get_convention
-from medseg.metrics import prediction_regions
 from medseg.models import cards
+from medseg.utils.files import atomic_write
 
 MAX_VOXELS = 16_000_000  # per embedded volume after cropping; above it every axis is subsampled by a stride
 FLAG_TEXT = {

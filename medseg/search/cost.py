@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.bench import count_flops
+from medseg.bench.flops import count_flops
 from medseg.blocks.cakes import Cakes
 from medseg.errors import MedsegError
 from medseg.search.supernet import kernel_volumes, layer_ops

@@ -24,13 +24,13 @@ from torch import nn
 import medseg
 from medseg.blocks.cakes import SPACES
 from medseg.errors import MedsegError
-from medseg.module import SegModule
 from medseg.nets import build_net
 from medseg.search.cost import Layer, Metric, measure, net_cost
-from medseg.search.output import configuration, cost_table, mix_table, write_json
+from medseg.search.output import configuration, cost_table, mix_table, write_configuration
 from medseg.search.select import op_mix, select, select_within
 from medseg.search.supernet import to_supernet
-from medseg.train import MedsegCLI, build_cli
+from medseg.training.cli import MedsegCLI, build_cli
+from medseg.training.module import SegModule
 
 Variant = Literal["performance", "cost"]
 SpaceName = Literal[tuple(SPACES)]
@@ -165,7 +165,7 @@ def search(argv: list[str]) -> int:
               else select_within(costs, importance, options.budget, options.budget_on))
     config = configuration(costs.layers, splits, provenance(cli, seconds))
     searched = net_cost(meta_net(module, block_kwargs={"config": config}), x)  # also checks the file fits the net
-    write_json(output, config)
+    write_configuration(output, config)
     minutes, secs = divmod(round(seconds), 60)
     budget = f", budget {options.budget} of the {options.budget_on}" if options.budget is not None else ""
     print(f"CAKES search, {options.variant} variant over '{options.ops}'{budget}: {cli.trainer.global_step} steps "

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from medseg.data import intensity
+from medseg.data.plan import Plan
 from medseg.inference import qc
-from medseg.plan import Plan
 
 REGIONS = ["wt", "tc", "et"]
 
@@ -80,11 +81,11 @@ def test_fingerprint_catches_swapped_channels():
         return np.stack([flair, t1ce]).astype(np.float32)
 
     regions = np.stack([lesion, lesion, lesion])
-    fingerprint = qc.merge_fingerprints([qc.case_fingerprint(case(), regions, (1, 1, 1), REGIONS, ["flair", "t1ce"])
-                                         for _ in range(3)])
-    right = qc.intensity_shift(qc.case_fingerprint(case(), regions, (1, 1, 1), REGIONS, ["flair", "t1ce"]),
+    prints = [intensity.case_fingerprint(case(), regions, (1, 1, 1), REGIONS, ["flair", "t1ce"]) for _ in range(3)]
+    fingerprint = intensity.merge_fingerprints(prints)
+    right = qc.intensity_shift(intensity.case_fingerprint(case(), regions, (1, 1, 1), REGIONS, ["flair", "t1ce"]),
                                fingerprint)
-    swapped = qc.intensity_shift(qc.case_fingerprint(case()[::-1], regions, (1, 1, 1), REGIONS,
+    swapped = qc.intensity_shift(intensity.case_fingerprint(case()[::-1], regions, (1, 1, 1), REGIONS,
                                                      ["flair", "t1ce"]), fingerprint)
     assert swapped["lesion_contrast"] > qc.LESION_CONTRAST_SHIFT > right["lesion_contrast"]
     assert swapped["histogram"] > right["histogram"]
