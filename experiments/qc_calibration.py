@@ -145,7 +145,7 @@ def main() -> None:
 
 def table(rows: list[dict]) -> str:
     """The docs' table: one row per run, with the numbers behind the flags."""
-    lines = ["| case | input | TTA | QC score | Dice WT / TC / ET | flags | histogram / lesion shift (SD) |",
+    lines = ["| case | input | members | QC score | Dice WT / TC / ET | flags | histogram / lesion shift (SD) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         shift = r["intensity_shift"]
