@@ -5,8 +5,8 @@ One entry point, `prepare_net`, used by prediction (and `medseg bench`); trainin
 through `SegModule(channels_last=…, compile=…)`. Both keep the module and its state_dict keys unchanged
 (`nn.Module.compile` compiles in place), so checkpoints load either way.
 
-Defaults per device, from `medseg bench` (README, Benchmark): channels_last_3d is faster on the CPU (oneDNN runs
-NDHWC convs back to back now that the norms keep the layout); on CUDA it is off until measured there
+Defaults per device, from `medseg bench` (docs/dev/cpu-performance.md): channels_last_3d is faster on the CPU (oneDNN
+runs NDHWC convs back to back now that the norms keep the layout); on CUDA it is off until measured there
 (`benchmarks/bench_gpu.sh`). Compilation is off by default: its warm-up costs seconds to minutes per input shape.
 """
 
@@ -17,6 +17,7 @@ import warnings
 import torch
 from torch import nn
 
+from medseg import compat
 from medseg.errors import MedsegError
 
 CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": False}
@@ -60,7 +61,7 @@ def compile_net(net: nn.Module, example: torch.Tensor | None = None,
     except Exception as e:  # inductor/dynamo failures surface as many exception types
         warnings.warn(f"torch.compile failed, running eagerly ({type(e).__name__}: {str(e).splitlines()[0]})",
                       stacklevel=2)
-        net._compiled_call_impl = None  # undo nn.Module.compile
+        compat.uncompile(net)
         return net, None
     return net, time.perf_counter() - start
 

@@ -34,6 +34,7 @@ from medseg.bench.tables import add_ratios, header, report
 from medseg.blocks import BLOCKS, make_conv3d
 from medseg.errors import MedsegError
 from medseg.nets import NETS, build_net
+from medseg.registry import look_up_all
 from medseg.resources import recipe_path
 from medseg.runtime import compile_net, pick_device, prepare_net, to_channels_last, use_channels_last
 from medseg.utils.files import atomic_write
@@ -108,13 +109,6 @@ def train_batch(path: str | Path) -> int:
         return int(data.get("batch_size", 1)) * int(data.get("samples_per_case", 1))
     except (TypeError, ValueError) as e:
         raise MedsegError(f"{path}: data.batch_size and data.samples_per_case must be integers ({e})") from None
-
-
-def check_names(kind: str, names: list[str], registry: dict) -> list[str]:
-    for name in names:
-        if name not in registry:
-            raise MedsegError(f"unknown {kind} {name!r}; choose one of {sorted(registry)}")
-    return names
 
 
 def bench_net(arch: str, block: str, net_kwargs: dict, patch: list[int], volume: torch.Tensor, batch: int,
@@ -229,10 +223,10 @@ def bench(config: str | Path | None = None, archs: list[str] | None = None, bloc
 
     channels_last None runs each device's default layout (medseg.runtime), as predict and train do; block_kwargs
     maps a block name to the settings it is built with instead of its defaults."""
-    archs = check_names("architecture", archs or list(NETS), NETS)
-    blocks = check_names("block", blocks or list(BLOCKS), BLOCKS)
+    archs = look_up_all(archs or list(NETS), NETS, "architecture")
+    blocks = look_up_all(blocks or list(BLOCKS), BLOCKS, "block")
     block_kwargs = dict(block_kwargs or {})
-    check_names("block (--block-kwargs)", list(block_kwargs), BLOCKS)
+    look_up_all(block_kwargs, BLOCKS, "block (--block-kwargs)")
     if device not in ("auto", "cpu", "cuda"):
         raise MedsegError(f"--device must be auto, cpu or cuda, got {device!r}")
     if dtype not in DTYPES:

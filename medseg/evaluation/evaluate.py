@@ -19,7 +19,7 @@ from tqdm import tqdm
 from medseg.data.io import Volume, is_image, read_volume, stem, suffix
 from medseg.errors import MedsegError
 from medseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, evaluate_case
-from medseg.labels import get_convention
+from medseg.labels import DEFAULT_CONVENTION, get_convention
 from medseg.utils.files import atomic_write, write_json
 
 ROLE_SUFFIX = re.compile(r"([._-](pred|prediction|seg|segmentation|gt|label|labels|mask|ids|lzf))+$", re.IGNORECASE)
@@ -88,10 +88,7 @@ def read_label(path: Path, convention: str) -> Volume:
     volume = read_volume(path)
     if volume.array.ndim != 3:
         raise MedsegError(f"{path}: expected a 3D label map, got shape {volume.array.shape}")
-    try:
-        get_convention(convention).check(volume.array, str(path), training=False)
-    except ValueError as e:
-        raise MedsegError(str(e)) from None
+    get_convention(convention).check(volume.array, str(path), training=False)
     volume.array = volume.array.astype(np.int64 if volume.array.max(initial=0) > 2**31 - 1 else np.int32)
     return volume
 
@@ -115,16 +112,13 @@ def check_grid(pred: Volume, truth: Volume) -> None:
                           f"{difference:.4g} mm; predict on the ground truth's grid")
 
 
-def evaluate(pred: str | Path, gt: str | Path, convention: str = "brats2021",
+def evaluate(pred: str | Path, gt: str | Path, convention: str = DEFAULT_CONVENTION,
              tolerance: float = DEFAULT_TOLERANCE_MM, instances: bool = False) -> dict:
     """{"cases": {case: {region: {metric: value}}}, "summary": {region: {metric: {mean, sd, median}}}}.
 
     instances: both volumes hold neuron ids (any non-negative integers), whatever `convention` says."""
     convention = "em_boundary" if instances else convention
-    try:
-        get_convention(convention)
-    except ValueError as e:
-        raise MedsegError(f"--label-convention: {e}") from None
+    get_convention(convention)  # an unknown name fails before any file is read
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise MedsegError(f"--tolerance must be a distance in mm >= 0, got {tolerance}")
     pairs = pair_cases(Path(pred), Path(gt))

@@ -2,11 +2,11 @@
 the built kernel for the backward.
 
 Under autograd a built kernel is a new tensor that the conv saves until the backward: across a UNet that is a
-second copy of a dense conv net's weights (5.0 MiB more tensors in a CAKES UNet's training step than in the conv
-UNet's at the recipe widths, `benchmarks/live_tensor_peak.py`). Here the backward builds it again from the parameters
-(small tensors), so the training step keeps what a plain conv keeps: its input. CPU float32 only (where it was
-measured); elsewhere, and under autocast, the plain `F.conv3d`. PmSCn's fused layers build theirs too but are
-narrow, so it saved 1.7 MiB there for 1.5 % of the step's time, and they keep the plain path.
+second copy of a dense conv net's weights. Here the backward builds it again from the parameters (small tensors),
+so the training step keeps what a plain conv keeps: its input. CPU float32 only (where it was measured);
+elsewhere, and under autocast, the plain `F.conv3d`. PmSCn's fused layers build theirs too but are narrow, where
+the memory saved did not pay for the rebuild, and they keep the plain path. Measurements: docs/dev/cpu-performance.md
+(`benchmarks/live_tensor_peak.py`).
 """
 
 from collections.abc import Callable
@@ -14,7 +14,11 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-conv_backward = torch.ops.aten.convolution_backward
+from medseg import compat
+from medseg.ops import fast_paths_enabled
+
+conv_backward = compat.convolution_backward
+
 Build = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]  # parameters -> (weight, bias or None)
 
 
@@ -22,7 +26,8 @@ def built_conv3d(x: torch.Tensor, build: Build, params: list[torch.Tensor], stri
                  padding: tuple) -> torch.Tensor:
     """F.conv3d(x, *build(*params), stride, padding), the kernel rebuilt in the backward instead of kept."""
     training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
-    if not training or not x.is_cpu or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+    if (not training or not fast_paths_enabled() or not x.is_cpu or x.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")):
         return F.conv3d(x, *build(*params), stride, padding)
     return BuiltKernelConv.apply(x, build, stride, padding, *params)
 

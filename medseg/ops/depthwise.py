@@ -1,12 +1,11 @@
 """Depthwise Conv3d (one filter per channel) with a backward that oneDNN runs fast on channels-last CPU tensors.
 
 oneDNN's depthwise backward is several times slower than its forward at the narrow, full-resolution layers of a
-UNet (2×8×64³, 2 threads: forward 3 ms, backward 41–48 ms; 2×16×64³: 110 ms), which made SIC's training step
-slower than a dense conv's. Both gradients have faster equivalents (`benchmarks/layer_kernels.py`,
-`depthwise torch` / `depthwise medseg`):
-  - input gradient, stride 1: the same depthwise conv run forward on dy with the kernel flipped (3.3 ms);
+UNet, which made SIC's training step slower than a dense conv's. Both gradients have faster equivalents
+(timings: docs/dev/cpu-performance.md; `benchmarks/layer_kernels.py`, rows `depthwise torch` / `depthwise medseg`):
+  - input gradient, stride 1: the same depthwise conv run forward on dy with the kernel flipped;
   - weight gradient: the gradient of a block-diagonal grouped conv (blocks of up to 16 channels, the depthwise
-    filters on the block diagonals), of which only the diagonal is kept (2×8×64³: 17 vs 26 ms; 2×16×64³: 36 vs 53).
+    filters on the block diagonals), of which only the diagonal is kept.
 Elsewhere (CUDA, other dtypes, no gradients) it is `nn.Conv3d`; the module and its state_dict are unchanged.
 """
 
@@ -16,9 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medseg import compat
 from medseg.ops.norm import fast_backward, plain
 
-conv_backward = torch.ops.aten.convolution_backward
+conv_backward = compat.convolution_backward
 
 
 def block_size(channels: int) -> int:

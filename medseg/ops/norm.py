@@ -2,21 +2,22 @@
 
 `nn.InstanceNorm3d` reshapes its input to a contiguous (1, N·C, …) view for batch_norm, which turns every
 channels_last_3d tensor back into NCDHW and makes the next oneDNN conv convert it again. Instance norm is group
-norm with one channel per group, and PyTorch's group_norm kernel has a channels-last path (and is faster in NCDHW
-too: 2×8×64³, 2 threads, forward + backward 27 vs 40 ms; whole conv UNet training step 4.9 vs 6.9 s in
-channels_last_3d). Subclassing keeps the module name and the state_dict keys (weight, bias), so existing
-checkpoints load unchanged.
+norm with one channel per group, and PyTorch's group_norm kernel has a channels-last path (faster in NCDHW too).
+Subclassing keeps the module name and the state_dict keys (weight, bias), so existing checkpoints load unchanged.
 
-PyTorch's channels-last group_norm *backward* is slow at the narrow widths of the full-resolution stage (2×8×64³:
-~28 ms against 3.5 ms in NCDHW). `ChannelsLastInstanceNorm` keeps its forward and computes the gradient itself:
-the two per-channel sums it needs (Σdy, Σdy·x) are batched matrix products over the (N, voxels, C) view, which
-oneDNN's GEMM reads at memory speed, and dx is two fused multiply-adds (`benchmarks/layer_kernels.py`:
-`norm torch` / `norm medseg`).
+PyTorch's channels-last group_norm *backward* is slow at the narrow widths of the full-resolution stage.
+`ChannelsLastInstanceNorm` keeps its forward and computes the gradient itself: the two per-channel sums it needs
+(Σdy, Σdy·x) are batched matrix products over the (N, voxels, C) view, which oneDNN's GEMM reads at memory speed,
+and dx is two fused multiply-adds. Timings: docs/dev/cpu-performance.md (`benchmarks/layer_kernels.py`, rows `norm
+torch` / `norm medseg`).
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from medseg import compat
+from medseg.ops import fast_paths_enabled
 
 
 def voxel_rows(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ class ChannelsLastInstanceNorm(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                 eps: float) -> torch.Tensor:
         n, c = x.shape[:2]
-        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), c, eps)
+        y, mean, rstd = compat.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), c, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
 
@@ -71,7 +72,7 @@ class ChannelsLastInstanceNorm(torch.autograd.Function):
 def cpu_channels_last(x: torch.Tensor) -> bool:
     """A float32 channels_last_3d CPU tensor with more than one channel, outside autocast: where the GEMM-based
     paths apply (under bfloat16 autocast torch's own kernels run)."""
-    return (x.is_cpu and x.dtype == torch.float32 and x.dim() == 5 and x.shape[1] > 1
+    return (fast_paths_enabled() and x.is_cpu and x.dtype == torch.float32 and x.dim() == 5 and x.shape[1] > 1
             and x.is_contiguous(memory_format=torch.channels_last_3d) and not torch.is_autocast_enabled("cpu"))
 
 
@@ -91,8 +92,8 @@ class InstanceNorm3d(nn.InstanceNorm3d):
     """`nn.InstanceNorm3d` computed by group_norm (one group per channel): same outputs, layout kept."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.track_running_stats or x.dim() != 5:
-            return super().forward(x)  # running statistics and unbatched input: torch's own path
+        if self.track_running_stats or x.dim() != 5 or not fast_paths_enabled():
+            return super().forward(x)  # running statistics, unbatched input, fast paths off: torch's own path
         if fast_backward(x):
             return ChannelsLastInstanceNorm.apply(plain(x), self.weight, self.bias, self.eps)
         return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)

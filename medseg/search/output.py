@@ -1,4 +1,4 @@
-"""The configuration file `medseg search` writes (blocks-spec §3.7 [Rec]) and the summary it prints."""
+"""The configuration file `medseg search` writes (docs/specs/blocks-spec.md §3.7 [Rec]) and the summary it prints."""
 
 import json
 from pathlib import Path

@@ -17,6 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from medseg import compat
 from medseg.utils.files import atomic_write
 
 
@@ -58,27 +59,27 @@ class Checkpoint(ModelCheckpoint):
         time_due = False
         if self.last_every_seconds is not None:  # rank 0's clock decides, so that all ranks save together
             time_due = trainer.strategy.broadcast(now - self.last_refreshed >= self.last_every_seconds)
-        if (steps_due or time_due) and not self._should_skip_saving_checkpoint(trainer):
+        if (steps_due or time_due) and not compat.should_skip_saving(self, trainer):
             self.last_refreshed = now
-            saved_step = self._last_global_step_saved
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._last_global_step_saved = saved_step  # or a validation at this very step would save nothing
+            saved_step = compat.last_step_saved(self)
+            compat.save_last(self, trainer)
+            compat.set_last_step_saved(self, saved_step)  # or a validation at this very step would save nothing
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        if compat.saves_on_train_epoch_end(self, trainer):
             self.save_last_after_validation(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not compat.saves_on_train_epoch_end(self, trainer):
             self.save_last_after_validation(trainer)
 
     def save_last_after_validation(self, trainer) -> None:
         """Lightning refreshes last.ckpt after a validation only when best.ckpt improved, so a resume after a
         plateau would repeat every epoch since the best one."""
-        if not self._should_skip_saving_checkpoint(trainer):  # also: already saved at this step (best improved)
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not compat.should_skip_saving(self, trainer):  # also: already saved at this step (best improved)
+            compat.save_last(self, trainer)
         self.last_refreshed = time.monotonic()
 
 

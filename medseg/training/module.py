@@ -20,6 +20,7 @@ from medseg.errors import MedsegError
 from medseg.evaluation.metrics import instance_metrics
 from medseg.labels import get_convention
 from medseg.nets import ArchKind, build_net
+from medseg.nets.layers import CHANNELS, KERNEL_SIZES, STRIDES
 from medseg.runtime import compile_net, to_channels_last, use_channels_last
 
 INSTANCE_SCORES = ["adapted_rand_error", "voi_split", "voi_merge"]  # EM neuron ids, lower is better
@@ -49,9 +50,9 @@ class SegModule(pl.LightningModule):
         arch: ArchKind = "unet",
         block: BlockKind = "conv",
         block_kwargs: dict | None = None,
-        channels: list[int] = [8, 16, 32, 64, 128],  # noqa: B006
-        strides: list[int | list[int]] = [1, 2, 2, 2, 2],  # noqa: B006
-        kernel_sizes: list[int | list[int]] = [3, 3, 3, 3, 3],  # noqa: B006
+        channels: list[int] = CHANNELS,
+        strides: list[int | list[int]] = STRIDES,
+        kernel_sizes: list[int | list[int]] = KERNEL_SIZES,
         lr: float = 3e-3,
         weight_decay: float = 1e-5,
         warmup_steps: int = 20,

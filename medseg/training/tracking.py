@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from medseg import compat
 from medseg.environment import gpus, versions
 from medseg.labels import Convention
 
@@ -52,12 +53,14 @@ def configure_wandb_logger(trainer: dict) -> None:
 def keep_private(logger: WandbLogger) -> None:
     """Turn off wandb's recording of the command line, git state and code, before the run starts.
 
-    Lightning passes `_wandb_init` to wandb.init; settings are set here rather than in the config so that
-    config.yaml stays readable (jsonargparse would expand them into every wandb setting).
+    Lightning passes these keyword arguments (`compat.wandb_init_kwargs`) to wandb.init; settings are set here
+    rather than in the config so that config.yaml stays readable (jsonargparse would expand them into every wandb
+    setting).
     """
-    settings = logger._wandb_init.get("settings")
+    init = compat.wandb_init_kwargs(logger)
+    settings = init.get("settings")
     if settings is None or isinstance(settings, dict):
-        logger._wandb_init["settings"] = {**(settings or {}), **PRIVATE_SETTINGS}
+        init["settings"] = {**(settings or {}), **PRIVATE_SETTINGS}
     else:
         for key, value in PRIVATE_SETTINGS.items():
             setattr(settings, key, value)

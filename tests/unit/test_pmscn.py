@@ -1,4 +1,4 @@
-"""PmSCn semantics: closed-form parameter counts (blocks-spec §2.4) and the decomposition view (§2.3)."""
+"""PmSCn semantics: closed-form parameter counts (docs/specs/blocks-spec.md §2.4) and the decomposition view (§2.3)."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""SIC semantics: closed-form parameter counts (blocks-spec §4) and channel independence of the spatial part."""
+"""SIC semantics: closed-form parameter counts (docs/specs/blocks-spec.md §4) and channel independence of the spatial
+part."""
 
 import pytest
 import torch

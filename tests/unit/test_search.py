@@ -2,7 +2,6 @@
 
 import json
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -11,16 +10,13 @@ from torch.nn import functional as F
 
 from medseg.blocks.cakes import OPS, SPACES, Cakes, check_config
 from medseg.cli import main
-from medseg.data.datamodule import SegDataModule
 from medseg.errors import MedsegError
 from medseg.nets import NETS, build_net
 from medseg.search.cost import measure, net_cost
 from medseg.search.output import configuration, write_configuration
-from medseg.search.run import SearchModule
 from medseg.search.select import select, select_within
 from medseg.search.supernet import SuperCakes, layer_ops, to_supernet
-from tests.conftest import REPO, TINY, shared, train_tiny
-from tests.test_shared_data import deepmedic_entry
+from tests.conftest import REPO, TINY
 
 NET = {"channels": [4, 8], "strides": [1, 2], "kernel_sizes": [3, 3]}
 PATCH = [16, 16, 16]
@@ -102,17 +98,6 @@ def test_proximal_step_shrinks_by_kernel_volume_and_stops_at_zero():
     assert torch.equal(layer.gamma, torch.zeros(3, 4))
 
 
-def test_l1_search_shrinks_expensive_ops_faster(brats_root):
-    module = SearchModule(variant="cost", l1=50.0, modalities=["flair", "t1ce"], label_convention="brats2021",
-                          block="cakes", block_kwargs={"ops": "3d-2d-1d"}, **NET)
-    data = SegDataModule(root=str(brats_root), modalities=["flair", "t1ce"], spacing=None, patch_size=PATCH)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, datamodule=data)
-    gamma = torch.stack([layer.gamma.detach().abs().mean(1) for layer in module.search_layers.values()])  # (L, 3)
-    assert (gamma[:, 0] < gamma[:, 1]).all() and (gamma[:, 1] < gamma[:, 2]).all()  # 3D < 2D < 1D
-    shares = [float(trainer.callback_metrics[f"search/share_{op}"]) for op in SPACES["3d-2d-1d"]]  # the logged mix
-    assert sum(shares) == pytest.approx(1.0)
 
 
 def test_selection_keeps_c_out_channels_with_the_largest_gamma():
@@ -181,59 +166,3 @@ def check_file(path) -> dict:
 def search_tiny(root, run, output, *extra: str) -> int:
     return main(["search", "--config", str(REPO / "configs/brats.yaml"), f"--data.root={root}", *TINY,
                  f"--trainer.default_root_dir={run}", f"--output={output}", *extra])
-
-
-def test_search_then_train_then_predict(brats_root, tmp_path, capsys):
-    out = tmp_path / "cakes.json"
-    assert search_tiny(brats_root, tmp_path / "search", out, "--trainer.max_steps=4") == 0
-    assert "searched channels per op" in capsys.readouterr().out
-    data = check_file(out)
-    assert data["provenance"]["steps"] == 4 and data["provenance"]["variant"] == "performance"
-    ckpt = train_tiny(brats_root, tmp_path / "train", "--model.block=cakes", f"--model.block_kwargs.config={out}",
-                      "--trainer.max_steps=2", "--trainer.limit_val_batches=1") / "last.ckpt"
-    mask = tmp_path / "mask.nii.gz"
-    assert main(["predict", str(brats_root / "case0"), "--model", str(ckpt), "--output", str(mask)]) == 0
-    assert mask.exists()
-    assert main(["predict", str(brats_root / "case0"), "--model", str(tmp_path / "search/checkpoints/last.ckpt"),
-                 "--output", str(tmp_path / "m2.nii.gz")]) == 2  # a supernet is not a network to predict with
-
-
-def test_cost_search_under_a_budget_through_the_cli(brats_root, tmp_path):
-    out = tmp_path / "cakes.json"
-    assert search_tiny(brats_root, tmp_path / "run", out, "--trainer.max_steps=2", "--search.variant=cost",
-                       "--search.ops=3d-2d-1d", "--search.budget=0.4", "--search.budget_on=params") == 0
-    data = check_file(out)
-    assert {"variant": "cost", "ops": "3d-2d-1d", "budget": 0.4, "budget_on": "params"}.items() <= \
-        data["provenance"].items()
-    with torch.device("meta"):
-        searched = build_net("unet", 2, 3, block="cakes", block_kwargs={"config": data}, **NET)
-        conv = build_net("unet", 2, 3, **NET)
-    assert sum(p.numel() for p in searched.parameters()) <= 0.4 * sum(p.numel() for p in conv.parameters())
-
-
-def test_impossible_budget_fails_before_training(brats_root, tmp_path, capsys):
-    rc = search_tiny(brats_root, tmp_path / "run", tmp_path / "c.json", "--search.budget=0.01")
-    assert rc == 2
-    assert "error: --search.budget=0.01" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "checkpoints").exists()
-
-
-@pytest.mark.slow
-def test_search_on_real_data_then_train(tmp_path):
-    """The acceptance command on the shared BraTS cases (FLAIR + T1ce, brats2013), then the searched net trains."""
-    b, dm = shared("brats2021_case00006"), shared("deepmedic_brats2015_subset")
-    entries = [{"image": [str(b / "BraTS2021_00006_flair.nii.gz"), str(b / "BraTS2021_00006_t1ce.nii.gz")],
-                "label": str(b / "BraTS2021_00006_seg.nii.gz")}]
-    datalist = tmp_path / "dl.json"
-    datalist.write_text(json.dumps({"training": entries,
-                                    "validation": [deepmedic_entry(dm / "validation/brats_2013_pat0003_1")]}))
-    common = ["--config", str(REPO / "configs/brats.yaml"), f"--data.datalist={datalist}",
-              "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--trainer.accelerator=cpu",
-              "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
-    out = tmp_path / "cakes.json"
-    assert main(["search", *common, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path / 's'}",
-                 f"--output={out}"]) == 0
-    check_file(out)
-    assert main(["train", *common, "--model.block=cakes", f"--model.block_kwargs.config={out}",
-                 "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
-                 f"--trainer.default_root_dir={tmp_path / 't'}"]) == 0

@@ -17,18 +17,7 @@ import torch
 from medseg.data.transforms import preprocess
 from medseg.models.loading import build_model, load_checkpoint
 from tests.conftest import BRATS_AFFINE, SHAPE, synthetic_case
-from tests.oracle import (
-    FOV_MM,
-    GAIN_FLAIR,
-    WT_SHARE,
-    dice,
-    midpoint_z,
-    save_plain,
-    shape_for,
-    window_std,
-    write_oracle_case,
-)
-from tests.test_geometry import (
+from tests.integration.test_geometry import (
     ANISOTROPIC,
     OBLIQUE,
     QFORM,
@@ -39,6 +28,17 @@ from tests.test_geometry import (
     assert_same_nifti_header,
     predict,
     save_nifti,
+)
+from tests.oracle import (
+    FOV_MM,
+    GAIN_FLAIR,
+    WT_SHARE,
+    dice,
+    midpoint_z,
+    save_plain,
+    shape_for,
+    window_std,
+    write_oracle_case,
 )
 
 WT_DICE = 0.95

@@ -122,7 +122,7 @@ def test_format_2_pmscn_checkpoints_keep_their_inner_norms(tmp_path, tiny_ckpt):
 def test_unknown_model_name_suggests_the_closest(tmp_path, capsys):
     case = write_case(tmp_path, "u", seed=9, with_label=False)
     assert main(["predict", str(case), "--model", "bratz"]) == 2
-    assert "unknown model 'bratz'" in capsys.readouterr().err
+    assert "unknown model 'bratz'; did you mean 'brats'?" in capsys.readouterr().err
 
 
 def test_inputs_are_untouched_by_a_folder_run(tmp_path, tiny_ckpt):

@@ -1,4 +1,5 @@
-"""CAKES semantics: closed-form costs (blocks-spec §3.8), equivalence with Conv3d, searched configurations."""
+"""CAKES semantics: closed-form costs (docs/specs/blocks-spec.md §3.8), equivalence with Conv3d, searched
+configurations."""
 
 import json
 
@@ -104,7 +105,7 @@ def test_configuration_that_does_not_fit_is_a_clear_error(tmp_path):
 
 
 def test_unknown_op_or_space_is_rejected():
-    with pytest.raises(ValueError, match="unknown ops"):
+    with pytest.raises(MedsegError, match="unknown cakes op '5x5x5'; choose one of"):
         make_conv3d("cakes", 4, 4, ops={"5x5x5": 4})
-    with pytest.raises(ValueError, match="unknown op space"):
+    with pytest.raises(MedsegError, match="unknown cakes op space 'video'; choose one of"):
         make_conv3d("cakes", 4, 4, ops="video")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import write_case
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "compare_blocks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "compare_blocks.py"
 
 
 def compare(argv: list[str]) -> int:

@@ -6,7 +6,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from medseg.data.cache import preprocessing_key
 from medseg.data.datamodule import SegDataModule
-from tests.conftest import train_tiny, write_case
+from tests.conftest import write_case
 
 KEY = {"modalities": ["flair", "t1ce"], "label_convention": "brats2021", "spacing": [2.0, 2.0, 2.0],
        "crop_foreground": True, "normalize": "nonzero", "voxel_size": None}
@@ -66,9 +66,3 @@ def test_a_replaced_input_file_is_preprocessed_again(root, tmp_path):
     os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if the file had been rewritten
     datamodule(root, "disk", tmp_path / "cache").val_ds[0]
     assert len(list(disk.disk_cache_dir().glob("*.pt"))) == 2
-
-
-def test_train_with_the_disk_cache(root, tmp_path):
-    train_tiny(root, tmp_path / "run", "--trainer.max_steps=2", "--data.cache=disk",
-               f"--data.cache_dir={tmp_path / 'cache'}")
-    assert len(list((tmp_path / "cache").glob("*/*.pt"))) == 3  # 2 training cases and the validation case

@@ -11,7 +11,7 @@ import pytest
 from medseg import resources
 from medseg.resources import recipe_path, with_recipe_paths
 from tests.conftest import REPO
-from tests.test_platform import DOCKERFILE, instructions
+from tests.integration.test_platform import DOCKERFILE, instructions
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -74,7 +74,7 @@ def test_wheel_from_the_docker_context_ships_recipes_and_sample(tmp_path):
 
 @pytest.mark.parametrize("config", ["brats", "brats.yaml"])
 def test_train_accepts_a_recipe_name(capsys, tmp_path, monkeypatch, config):
-    from tests.test_train import print_config
+    from tests.integration.test_train import print_config
 
     monkeypatch.chdir(tmp_path)  # no file called brats here
     assert print_config(capsys, "--config", config)["data"]["spacing"] == [2.0, 2.0, 2.0]
