@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "overlaid (a folder for a folder of cases)")
     p.add_argument("--stats", metavar="JSON", help="each region's voxel count and volume in mL (a folder for a folder "
                                                    "of cases)")
+    p.add_argument("--report", metavar="HTML", help="a self-contained offline HTML page: viewer, volumes, QC flags, "
+                                                    "model card (a folder with index.html for a folder of cases)")
+    p.add_argument("--uncertainty", metavar="PATH", help="voxel-wise SD of the QC members (the 8 mirrorings with "
+                                                         "--tta, else plain and left-right mirrored) per region, 4D "
+                                                         "NIfTI (a folder for a folder of cases)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (folders: redo finished cases)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
@@ -72,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
     e.add_argument("--instances", action="store_true", help="EM neuron-id volumes: VOI split/merge, adapted Rand")
     e.add_argument("--csv", help="write a row per case and region to this CSV file")
+    e.add_argument("--report", metavar="HTML", help="an offline HTML page: sortable tables worst case first, box "
+                                                    "plots of Dice and HD95 per region")
+    e.add_argument("--case-pages", metavar="FOLDER", help="where `medseg predict --report FOLDER` wrote the case "
+                                                          "pages the report links to (default: the report's folder)")
     e.add_argument("--json", help="write per-case scores and their summary to this JSON file")
     s = sub.add_parser("cv-summary", help="out-of-fold Dice, HD95 and NSD of a cross-validation (train --cv.folds)")
     s.add_argument("root", help="the cross-validation's root (--trainer.default_root_dir, holding splits.json)")
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
             options = Options(overwrite=args.overwrite, channels=args.channels, probabilities=args.save_probabilities,
                               preview=args.preview, stats=args.stats, chunk=args.chunk,
-                              output_type=args.output_type)
+                              output_type=args.output_type, report=args.report, uncertainty=args.uncertainty)
             given = {"min_distance": args.min_distance, "min_size": args.min_size, "merge_below": args.merge_below}
             decode = replace(DEFAULT_DECODE, **{k: v for k, v in given.items() if v is not None})
             if decode.merge_below == 0:
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.evaluation.evaluate import evaluate_command
 
             return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
-                                    args.csv, args.json)
+                                    args.csv, args.json, args.report, args.case_pages)
         if command == "cv-summary":
             from medseg.evaluation.cv import cv_summary_command
 

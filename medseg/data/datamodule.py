@@ -2,6 +2,7 @@
 
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from torch.utils.data import WeightedRandomSampler
 from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
+from medseg.data.intensity import training_fingerprint
 from medseg.data.plan import Plan
 from medseg.data.transforms import Augmentation, augment
 from medseg.em.targets import InstanceTargetsd
@@ -111,6 +113,9 @@ class SegDataModule(pl.LightningDataModule):
         train, val = self.cases()
         check_training_set(train + val, self.convention, h.datalist or h.root)  # before any case is cached
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
+        if not self.convention.instances:  # what quality control compares predictions with (medseg.data.intensity)
+            self.plan = replace(self.plan, fingerprint=training_fingerprint(
+                self.plan.case_transform(True), train, self.plan.regions, self.plan.modalities, h.seed))
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)

@@ -23,7 +23,7 @@ from medseg.labels import Convention, get_convention
 FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
-OPTIONAL = ("keep_largest",)  # added after format 2 checkpoints were written: their default when absent
+OPTIONAL = ("keep_largest", "fingerprint")  # added after format 2 checkpoints were written: their default when absent
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Plan:
         keep_largest: postprocessing of the label map: keep only the largest connected component of the foreground
             (nnU-Net's "remove all but the largest component"), decided after training from held-out cases and
             stored with the model, as nnU-Net does; `medseg predict --keep-largest/--no-keep-largest` overrides it.
+        fingerprint: intensity and size statistics of the training cases after preprocessing
+            (medseg.inference.qc.training_fingerprint), which quality control compares each prediction with.
     """
 
     modalities: tuple[str, ...]
@@ -51,6 +53,7 @@ class Plan:
     arch: str = "unet"
     net: Mapping = field(default_factory=dict)
     keep_largest: bool = False
+    fingerprint: Mapping | None = None
     format: int = FORMAT
 
     @classmethod

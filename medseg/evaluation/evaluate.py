@@ -178,8 +178,9 @@ def format_table(result: dict) -> str:
 
 
 def evaluate_command(pred: str, gt: str, convention: str, tolerance: float, instances: bool,
-                     csv_out: str | None, json_out: str | None) -> int:
-    """The CLI: evaluate, print the table, write the CSV and JSON asked for."""
+                     csv_out: str | None, json_out: str | None, report: str | None = None,
+                     case_pages: str | None = None) -> int:
+    """The CLI: evaluate, print the table, write the CSV, JSON and HTML report asked for."""
     result = evaluate(pred, gt, convention, tolerance, instances)
     print(format_table(result))
     if csv_out:
@@ -188,4 +189,9 @@ def evaluate_command(pred: str, gt: str, convention: str, tolerance: float, inst
     if json_out:
         write_json(json_out, result)
         print(f"wrote {json_out}")
+    if report:
+        from medseg.report.evaluation import write_evaluation_report
+
+        write_evaluation_report(result, Path(report), Path(case_pages) if case_pages else None)
+        print(f"wrote {report}")
     return 0

@@ -83,7 +83,7 @@ def predict_h5(predictor: Predictor, path: Path, out: Path, chunk: int, halo: in
 
         def probabilities(z0: int, z1: int) -> np.ndarray:
             sections = data[z0:z1].astype(np.float32).transpose(2, 1, 0)[None]  # (Z, Y, X) -> (1, X, Y, Z)
-            return predictor.probabilities(MetaTensor(sections, affine=affine), path)
+            return predictor.probabilities(MetaTensor(sections, affine=affine), path)[0]
 
         def write_all(target: Path) -> int:
             with h5py.File(target, "w") as g:

@@ -87,23 +87,29 @@ class Ensemble:
     def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:
         return self.members[0].channels(files, channels)
 
-    def predict_case(self, files: Sequence[str], channels: Sequence[str] | None = None) -> CasePrediction:
-        """The mean of the members' probabilities on the input grid (a running sum: one member's maps at a time)."""
-        return self._predict(files, channels, keep=False)[0]
+    def predict_case(self, files: Sequence[str], channels: Sequence[str] | None = None,
+                     qc: bool = False) -> CasePrediction:
+        """The mean of the members' probabilities on the input grid (a running sum: one member's maps at a time).
+
+        qc: quality control (medseg.inference.qc) compares every member's QC passes, and the uncertainty map is
+        the members' voxel-wise standard deviation on the input grid."""
+        return self._predict(files, channels, keep=qc, qc=qc)[0]
 
     def predict_members(self, files: Sequence[str],
                         channels: Sequence[str] | None = None) -> tuple[CasePrediction, list[np.ndarray]]:
         """The mean prediction and every member's (R, X, Y, Z) probabilities, in member order (for QC)."""
         return self._predict(files, channels, keep=True)
 
-    def _predict(self, files: Sequence[str], channels: Sequence[str] | None,
-                 keep: bool) -> tuple[CasePrediction, list[np.ndarray]]:
-        total, members, first = None, [], None
+    def _predict(self, files: Sequence[str], channels: Sequence[str] | None, keep: bool,
+                 qc: bool = False) -> tuple[CasePrediction, list[np.ndarray]]:
+        total, members, first, passes = None, [], None, []
         for group in self.groups:
             group_sum = None
             for predictor in group:
-                prediction = predictor.predict_case(files, channels)
+                prediction = predictor.predict_case(files, channels, qc)
                 first = first or prediction
+                if prediction.members and prediction.members[0].shape == first.members[0].shape:
+                    passes += prediction.members  # QC passes in one network space (members of one plan)
                 maps = prediction.probabilities
                 group_sum = maps.astype(np.float64) if group_sum is None else group_sum + maps
                 if keep:
@@ -111,7 +117,10 @@ class Ensemble:
             mean = group_sum / len(group)
             total = mean if total is None else total + mean
         probabilities = (total / len(self.groups)).astype(np.float32)
-        return replace(first, probabilities=probabilities), members
+        if not qc:
+            return replace(first, probabilities=probabilities), members
+        uncertainty = spread(members) if len(members) > 1 else first.uncertainty
+        return replace(first, probabilities=probabilities, members=passes, uncertainty=uncertainty), members
 
     def labels(self, prediction: CasePrediction) -> np.ndarray:
         """The mask of the mean probabilities, as a single model's (Predictor.labels, on this ensemble's plan)."""

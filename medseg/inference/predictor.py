@@ -8,6 +8,7 @@ mirrorings of each window (nnU-Net's default), at 8 times the cost.
 
 import itertools
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -25,29 +26,33 @@ from medseg.data.plan import Plan
 from medseg.em.decode import DEFAULT_DECODE, DecodeParams, decode
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
-from medseg.models import resolve_model
+from medseg.inference.qc import uncertainty as qc_uncertainty
+from medseg.models import bundled_fingerprint, resolve_model
 from medseg.models.loading import build_model, load_checkpoint
 from medseg.runtime import autocast_dtype, pick_device, prepare_net
 
 
-def mirrored(net: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
-    """Logits of the mean sigmoid probability over the 8 mirrorings of a (B, C, X, Y, Z) window."""
+def mirrored(net: torch.nn.Module, window: torch.Tensor, members: bool = False) -> torch.Tensor:
+    """Logits of the mean sigmoid probability over the 8 mirrorings of a (B, C, X, Y, Z) window; with `members`,
+    followed on the channel axis by each mirroring's probabilities (B, R + 8 R, ...) for quality control."""
     flips = [axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)]
-    probs = sum(torch.flip(net(torch.flip(window, axes)), axes).float().sigmoid() for axes in flips) / len(flips)
-    return torch.logit(probs, eps=1e-6)
+    probs = [torch.flip(net(torch.flip(window, axes)), axes).float().sigmoid() for axes in flips]
+    logits = torch.logit(sum(probs) / len(flips), eps=1e-6)
+    return torch.cat([logits, *probs], 1) if members else logits
 
 
 def infer(net: torch.nn.Module, image: torch.Tensor, patch: Sequence[int], overlap: float, device: torch.device,
-          tta: bool = False) -> torch.Tensor:
+          tta: bool = False, members: bool = False) -> torch.Tensor:
     """Float32 logits on the CPU for a (1, C, X, Y, Z) image, by sliding window with Gaussian blending.
+    tta and members: the 8 mirrorings' probabilities follow the logits on the channel axis (see `mirrored`).
 
     On CUDA the whole volume is first kept on the GPU; when it does not fit, the windows still run on the GPU but
     are stitched into a buffer on the CPU (MONAI's sw_device / device split), which needs one window of GPU memory.
     """
     net = net.to(device)
     window = partial(sliding_window_inference, roi_size=list(patch), sw_batch_size=2,
-                     predictor=partial(mirrored, net) if tta else net, overlap=overlap, mode="gaussian",
-                     sigma_scale=0.125, progress=True)
+                     predictor=partial(mirrored, net, members=members) if tta else net, overlap=overlap,
+                     mode="gaussian", sigma_scale=0.125, progress=True)
     dtype = autocast_dtype(device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         if device.type == "cuda":
@@ -66,6 +71,11 @@ class CasePrediction:
     reference: Volume  # the first channel file: the grid and header every output copies
     image: np.ndarray  # (C, X, Y, Z) the input channels in model order (for previews)
     channels: list[Channel]  # which file (and 4D channel) fed each of the model's modalities
+    members: list[np.ndarray] | None = None  # with qc: member probabilities (R, ...) in the network's space
+    network_image: np.ndarray | None = None  # with qc: the preprocessed (C, ...) image those members saw
+    spacing: tuple[float, ...] | None = None  # with qc: the network space's voxel size (mm)
+    uncertainty: np.ndarray | None = None  # with qc: (R, X, Y, Z) SD of the members on the input's grid
+    seconds: float = 0.0  # time taken by predict_case
 
 
 class Predictor:
@@ -89,43 +99,69 @@ class Predictor:
         self.net = prepare_net(build_model(self.plan, state, self.source), self.device, channels_last, compile,
                                (2, len(self.plan.modalities), *self.plan.patch_size), autocast_dtype(self.device))
         self.preprocess = T.Compose(self.plan.preprocessing())
+        self.fingerprint = self.plan.fingerprint or bundled_fingerprint(self.source, self.plan.key())
 
     def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:
         """The files' channels in the model's order, identified by name or by `channels` (see inference.channels)."""
         counts = [channel_count(f) for f in files]
         return match_channels(files, self.plan.modalities, channels, counts)
 
-    def predict_case(self, files: Sequence[str], channels: Sequence[str] | None = None) -> CasePrediction:
-        """Region probabilities of one case on the grid of its first channel file."""
+    def predict_case(self, files: Sequence[str], channels: Sequence[str] | None = None,
+                     qc: bool = False) -> CasePrediction:
+        """Region probabilities of one case on the grid of its first channel file.
+
+        qc: also keep the members quality control compares (medseg.inference.qc): the 8 mirrorings with `tta`,
+        else a second, left-right mirrored pass (twice the time; the mask still comes from the first pass alone)."""
+        start = time.perf_counter()
         picked = self.channels(files, channels)
         image, reference = self.plan.loader().read_image([c.path for c in picked], [c.index for c in picked])
-        out = self.probabilities(image, reference.path)
+        qc = qc and not self.plan.convention.instances  # EM boundary maps are not regions: no QC
+        out, extra = self.probabilities(image, reference.path, qc)
         if out.shape[1:] != reference.array.shape[:3]:
             raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
-        return CasePrediction(out, reference, image.numpy(), picked)
+        return CasePrediction(out, reference, image.numpy(), picked, **extra, seconds=time.perf_counter() - start)
 
-    def predict_volumes(self, volumes: Sequence[Volume], channels: list[Channel]) -> CasePrediction:
+    def predict_volumes(self, volumes: Sequence[Volume], channels: list[Channel],
+                        qc: bool = False) -> CasePrediction:
         """Region probabilities of channels already read (DICOM series, one 3D volume per modality in the model's
         order, on the first one's grid)."""
+        start = time.perf_counter()
         image = np.stack([v.array for v in volumes]).astype(np.float32)  # (C, X, Y, Z)
         reference = volumes[0]
         tensor = MetaTensor(torch.from_numpy(image), affine=torch.as_tensor(reference.affine),
                             meta={"filename_or_obj": str(reference.path)})
-        return CasePrediction(self.probabilities(tensor, reference.path), reference, image, channels)
+        out, extra = self.probabilities(tensor, reference.path, qc and not self.plan.convention.instances)
+        return CasePrediction(out, reference, image, channels, **extra, seconds=time.perf_counter() - start)
 
-    def probabilities(self, image: MetaTensor, where: Path) -> np.ndarray:
-        """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid."""
+    def probabilities(self, image: MetaTensor, where: Path, qc: bool = False) -> tuple[np.ndarray, dict]:
+        """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid, and with `qc`
+        the CasePrediction fields of quality control (members, network_image, spacing, uncertainty)."""
         data = self.preprocess({"image": image})
-        logits = infer(self.net, data["image"][None].as_tensor(), self.plan.patch_size, self.overlap, self.device,
-                       self.tta)
+        x = data["image"][None].as_tensor()
+        logits = infer(self.net, x, self.plan.patch_size, self.overlap, self.device, self.tta, members=qc)
         if not torch.isfinite(logits).all():
             raise MedsegError(f"{where}: the network output is not finite (NaN or inf); on an old GPU try "
                               "--device cpu, or check the input's intensities")
-        probs = MetaTensor(logits[0].sigmoid(), meta=data["image"].meta)
+        regions = len(self.plan.regions)
+        probs, extra = logits[0, :regions].sigmoid(), {}
+        if qc:
+            if self.tta:
+                members = list(logits[0, regions:].reshape(-1, regions, *logits.shape[2:]))
+            else:  # a second pass on the left-right mirrored volume (RAS: axis 0 of X, Y, Z)
+                flipped = infer(self.net, torch.flip(x, (2,)), self.plan.patch_size, self.overlap, self.device)
+                members = [probs, torch.flip(flipped[0], (1,)).sigmoid()]
+            members = [nested(m.numpy(), self.plan) for m in members]
+            extra = {"members": members, "network_image": data["image"].numpy(),
+                     "spacing": tuple(float(s) for s in data["image"].pixdim[:3])}
+            probs = torch.cat([probs, torch.from_numpy(qc_uncertainty(members))])
+        probs = MetaTensor(probs, meta=data["image"].meta)
         probs.applied_operations = data["image"].applied_operations
         restored = T.Invertd("pred", self.preprocess, orig_keys="image", nearest_interp=False)(
             {"pred": probs, "image": data["image"]})
-        return nested(restored["pred"].numpy().astype(np.float32).clip(0, 1), self.plan)  # (R, X, Y, Z)
+        restored = restored["pred"].numpy().astype(np.float32)
+        if qc:
+            extra["uncertainty"] = restored[regions:].clip(0, 0.5)
+        return nested(restored[:regions].clip(0, 1), self.plan), extra  # (R, X, Y, Z)
 
     def labels(self, prediction: CasePrediction) -> np.ndarray:
         """(X, Y, Z) label map in the model's convention: each region thresholded at 0.5; for EM neuron models,

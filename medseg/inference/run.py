@@ -28,7 +28,8 @@ from medseg.inference.dicom_seg import write_seg
 from medseg.inference.ensemble import Ensemble, load_predictor
 from medseg.inference.outputs import write_probabilities
 from medseg.inference.predictor import CasePrediction, Predictor, channel_count
-from medseg.inference.preview import instance_stats, write_instance_preview, write_preview, write_stats
+from medseg.inference.preview import instance_stats, region_stats, write_instance_preview, write_preview
+from medseg.inference.qc import assess
 from medseg.models import default_model
 from medseg.utils.files import write_json
 
@@ -42,8 +43,17 @@ class Options:
     probabilities: str | None = None
     preview: str | None = None
     stats: str | None = None
+    report: str | None = None  # HTML page per case (medseg.report.html); a folder of cases adds index.html
+    uncertainty: str | None = None  # voxel-wise SD of the QC members, NIfTI on the input's grid
     chunk: int | None = None  # EM HDF5: predict and decode this many sections at a time (medseg.inference.chunked)
     output_type: str | None = None  # "nifti" or "dicom-seg"; None: from --output's suffix (.dcm: DICOM-SEG)
+
+
+
+    @property
+    def qc(self) -> bool:
+        """Quality control is computed whenever its results are written somewhere."""
+        return bool(self.stats or self.report or self.uncertainty)
 
 
 # names that are always a file as --output: never made into a folder
@@ -154,10 +164,12 @@ def predict_one(predictor: Predictor, files: list[str], case: str | None, output
         raise MedsegError(f"{out}: a DICOM-SEG references the DICOM images it segments, and {Path(files[0]).name} "
                           "is not DICOM; give the DICOM series as input, or write the mask as .nii.gz")
     _check_outputs(out, files, options.overwrite)
-    prediction = predictor.predict_case(files, options.channels)
-    labels = write_outputs(predictor, prediction, out, options, None)
+    prediction = predictor.predict_case(files, options.channels, options.qc)
+    labels, stats = write_outputs(predictor, prediction, out, options, None)
     print(f"channels: {channel_line(predictor, prediction)}")
     print(f"wrote {out} ({case}: {found(predictor, labels)}; {time.perf_counter() - start:.1f} s)")
+    if stats and stats["qc"]:
+        print(qc_line(stats["qc"]))
     return out
 
 
@@ -178,15 +190,17 @@ def predict_dicom(predictor: Predictor, paths: list[Path], output: str | None, o
               "background); the model expects skull-stripped, co-registered images, and medseg does neither "
               "(docs/dicom.md)", file=sys.stderr)
     channels = [Channel(s.name) for s in read.series]
-    prediction = predictor.predict_volumes(read.volumes, channels)
+    prediction = predictor.predict_volumes(read.volumes, channels, options.qc)
     if seg:
-        labels = write_outputs(predictor, prediction, None, options, None)
+        labels, stats = write_outputs(predictor, prediction, None, options, None)
         regions = write_seg(labels, predictor.plan.convention, read.series[0].headers, predictor.source.stem, out)
         what = f"DICOM-SEG of {read.series[0].name}, segments {', '.join(regions)}"
     else:
-        labels = write_outputs(predictor, prediction, out, options, None)
+        labels, stats = write_outputs(predictor, prediction, out, options, None)
         what = found(predictor, labels)
     print(f"wrote {out} ({case}: {what}; {time.perf_counter() - start:.1f} s)")
+    if stats and stats["qc"]:
+        print(qc_line(stats["qc"]))
     return out
 
 
@@ -205,9 +219,10 @@ def found(predictor: Predictor, labels: np.ndarray) -> str:
 
 
 def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path | None, options: Options,
-                  case: str | None) -> np.ndarray:
+                  case: str | None) -> tuple[np.ndarray, dict | None]:
     """The mask (unless `out` is None: a DICOM-SEG is written apart), then what was asked besides it; in folder
-    mode (`case` given) the option paths are folders. Returns the label map (EM neuron models: the ids)."""
+    mode (`case` given) the option paths are folders. Returns the label map (EM neuron models: the ids) and the
+    case's statistics with its "qc" (None for EM ids)."""
     labels = predictor.labels(prediction)
     reference = prediction.reference
     if out is not None:
@@ -224,13 +239,39 @@ def write_outputs(predictor: Predictor, prediction: CasePrediction, out: Path | 
                                    at(options.preview, "_preview.png"))
         if options.stats:
             write_json(at(options.stats, "_stats.json"), instance_stats(labels))
-        return labels
+        if options.report:
+            raise MedsegError("--report: EM neuron-id models have no report yet (use --preview)")
+        return labels, None
     if options.preview:
         write_preview(np.moveaxis(prediction.image, 0, -1), labels, convention, at(options.preview, "_preview.png"),
                       zooms, reference.affine)
+    qc = quality(predictor, prediction, labels) if options.qc else None
+    if options.uncertainty and prediction.uncertainty is not None:
+        write_probabilities(prediction.uncertainty, reference, at(options.uncertainty, ".nii.gz"))
+    stats = {**region_stats(labels, convention, zooms), "qc": qc}
     if options.stats:
-        write_stats(labels, convention, zooms, at(options.stats, "_stats.json"))
-    return labels
+        write_json(at(options.stats, "_stats.json"), stats)
+    if options.report:
+        from medseg.report.html import write_case_report  # lazily: the report draws on inference (preview)
+
+        write_case_report(predictor, prediction, labels, stats, at(options.report, ".html"),
+                          "index.html" if case else None)
+    return labels, stats
+
+
+def qc_line(qc: dict) -> str:
+    """The console's one line of quality control."""
+    flags = ", ".join(qc["flags"]) if qc["flags"] else "none"
+    return f"qc: score {qc['score']:.3f} (higher = less trustworthy), flags: {flags}"
+
+
+def quality(predictor: Predictor, prediction: CasePrediction, labels: np.ndarray) -> dict | None:
+    """`"qc": {"score", "flags", "details"}` of a prediction made with qc (medseg.inference.qc)."""
+    if prediction.members is None:
+        return None
+    return assess(prediction.network_image, prediction.members, prediction.spacing, predictor.plan.regions,
+                  predictor.plan.modalities, predictor.fingerprint, int(np.count_nonzero(labels)),
+                  brain=predictor.plan.voxel_size is None)  # EM stacks carry a voxel size and no brain
 
 
 def _case_name(path: str, predictor: Predictor) -> str:
@@ -248,22 +289,31 @@ def predict_folder(predictor: Predictor, cases: dict[str, list[str]], out_dir: P
     """Every case into `out_dir/<case>.nii.gz`; finished cases are skipped, failures reported at the end."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed, skipped, written = [], [], []
+    summaries: dict[str, dict | None] = {}  # case -> stats, for the report's index (None: done in an earlier run)
     start = time.perf_counter()
     for case, files in tqdm(cases.items(), desc="cases", unit="case"):
         out = out_dir / f"{case}{mask_suffix(files)}"
         if out.exists() and not options.overwrite:
             skipped.append(case)
+            if options.report and (Path(options.report) / f"{case}.html").exists():
+                summaries[case] = None
             continue
         try:
             if not files:
                 raise MedsegError(f"{case}: no image files in this case folder")
-            prediction = predictor.predict_case(files, options.channels)
-            write_outputs(predictor, prediction, out, options, case)
+            prediction = predictor.predict_case(files, options.channels, options.qc)
+            _, summaries[case] = write_outputs(predictor, prediction, out, options, case)
             tqdm.write(f"{case}: channels {channel_line(predictor, prediction)}")
+            if summaries[case] and summaries[case]["qc"] and summaries[case]["qc"]["flags"]:
+                tqdm.write(f"{case}: {qc_line(summaries[case]['qc'])}")
             written.append(case)
         except MedsegError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(case)
+    if options.report and summaries:
+        from medseg.report.html import write_index
+
+        print(f"wrote {write_index(Path(options.report), summaries)}")
     print(f"{len(cases)} cases: {len(written)} written, {len(skipped)} skipped (already done), {len(failed)} failed "
           f"in {time.perf_counter() - start:.1f} s; masks in {out_dir}")
     if failed:

@@ -13,6 +13,7 @@ from medseg.errors import MedsegError
 from medseg.registry import look_up
 
 DEFAULT_MRI, DEFAULT_EM = "brats", "em-membrane"
+FINGERPRINTS = Path(__file__).with_name("fingerprints.json")  # experiments/qc_fingerprint.py
 
 
 def cards() -> dict[str, dict]:
@@ -40,3 +41,12 @@ def resolve_model(model: str | Path) -> Path:
         raise MedsegError(f"{model}: no such checkpoint file")
     look_up(str(model), cards(), "model", hint=", or give a checkpoint path")
     return bundled_path(str(model))
+
+
+def bundled_fingerprint(checkpoint: Path, plan_key: str) -> dict | None:
+    """The training fingerprint stored beside a bundled checkpoint whose plan has none (experiments/
+    qc_fingerprint.py), while the checkpoint's preprocessing is still the one it was measured with."""
+    if checkpoint.resolve().parent != FINGERPRINTS.parent.resolve() or not FINGERPRINTS.is_file():
+        return None
+    entry = json.loads(FINGERPRINTS.read_text()).get(checkpoint.name)
+    return entry["fingerprint"] if entry and entry["plan_key"] == plan_key else None

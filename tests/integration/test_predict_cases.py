@@ -72,7 +72,9 @@ def test_tta_preview_and_stats(tmp_path, tiny_ckpt):
                  "--preview", str(png), "--stats", str(stats)]) == 0
     assert mask(out).shape == nib.load(case / "t_flair.nii.gz").shape
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(json.loads(stats.read_text())) == {"wt", "tc", "et"}
+    written = json.loads(stats.read_text())
+    assert set(written) == {"wt", "tc", "et", "qc"}
+    assert written["qc"]["details"]["disagreement"]["members"] == 8  # --tta: the 8 mirrorings
 
 
 def test_tta_averages_the_mirrorings():

@@ -1,0 +1,1 @@
+"""HTML reports of predictions and evaluations (offline, self-contained pages)."""
