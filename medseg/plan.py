@@ -23,7 +23,7 @@ from medseg.labels import Convention, get_convention
 FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
-OPTIONAL = ("keep_largest",)  # added after format 2 checkpoints were written: their default when absent
+OPTIONAL = ("keep_largest", "decode")  # added after format 2 checkpoints were written: their default when absent
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Plan:
         keep_largest: postprocessing of the label map: keep only the largest connected component of the foreground
             (nnU-Net's "remove all but the largest component"), decided after training from held-out cases and
             stored with the model, as nnU-Net does; `medseg predict --keep-largest/--no-keep-largest` overrides it.
+        decode: EM neuron models: the decoding (medseg.em.decode.DecodeParams fields) chosen on the validation
+            volumes at the end of training (medseg.em.tuning); None: DecodeParams' defaults. Flags override it.
     """
 
     modalities: tuple[str, ...]
@@ -51,6 +53,7 @@ class Plan:
     arch: str = "unet"
     net: Mapping = field(default_factory=dict)
     keep_largest: bool = False
+    decode: Mapping | None = None
     format: int = FORMAT
 
     @classmethod
@@ -95,7 +98,8 @@ class Plan:
         """Plain JSON values (checkpoints are read with weights_only=True)."""
         d = asdict(self)
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-        return {**d, "net": dict(self.net), "regions": self.regions, "medseg_version": medseg.__version__}
+        return {**d, "net": dict(self.net), "decode": dict(self.decode) if self.decode is not None else None,
+                "regions": self.regions, "medseg_version": medseg.__version__}
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "Plan":

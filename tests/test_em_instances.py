@@ -135,7 +135,8 @@ def test_slabs_with_a_halo_give_the_ids_of_the_whole_volume():
     assert results[0] > 0.1  # without overlap every neuron crossing z = 25 is split: the halo is what joins them
 
 
-FAST = ["--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+FAST = ["--tune_decoding=false", "--trainer.accelerator=cpu", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
         "--trainer.max_steps=2", "--trainer.max_time=null", "--data.patch_size=[32, 32, 16]",
         "--data.samples_per_case=1", "--model.channels=[4, 8, 16]", "--model.strides=[1, 2, 2]",
         "--model.kernel_sizes=[3, 3, 3]"]
@@ -161,7 +162,7 @@ def test_training_chooses_best_by_adapted_rand_error(fibsem_run):
     callback = next(v for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k)
     assert callback["monitor"] == "val/adapted_rand_error"
     assert 0 <= float(callback["best_model_score"]) <= 1
-    assert ckpt["medseg"]["label_convention"] == "em_boundary" and ckpt["medseg"]["regions"] == ["boundary"]
+    assert ckpt["medseg"]["label_convention"] == "em_affinity_lr" and len(ckpt["medseg"]["regions"]) == 9
 
 
 def test_predict_writes_neuron_ids_as_tiff_hdf5_and_nifti(fibsem_run, tmp_path):
@@ -178,7 +179,7 @@ def test_predict_writes_neuron_ids_as_tiff_hdf5_and_nifti(fibsem_run, tmp_path):
         np.testing.assert_array_equal(f["main"][()], tif)
         np.testing.assert_allclose(f["main"].attrs["resolution"], (10, 10, 10))
     with h5py.File(tmp_path / "p-tif.h5") as f:
-        assert f["main"].shape == (1, *raw.shape) and 0 <= f["main"][()].min() <= f["main"][()].max() <= 1
+        assert f["main"].shape == (9, *raw.shape) and 0 <= f["main"][()].min() <= f["main"][()].max() <= 1
     nii = nib.load(tmp_path / "ids.nii.gz")
     np.testing.assert_array_equal(np.asarray(nii.dataobj), tif.transpose(2, 1, 0))
     np.testing.assert_allclose(nii.header.get_zooms(), (0.01, 0.01, 0.01), rtol=1e-6)  # micrometres

@@ -8,8 +8,8 @@ mirrorings of each window (nnU-Net's default), at 8 times the cost.
 
 import itertools
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from medseg.data.io import NIFTI, Volume, suffix
-from medseg.em.decode import DEFAULT_DECODE, DecodeParams, decode
+from medseg.em.decode import DecodeParams, decode
+from medseg.em.voxels import resampling, stored_voxel_size, zoom, zoom_back
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
 from medseg.models import resolve_model
@@ -114,19 +115,27 @@ class Predictor:
 
     model: a checkpoint path, or the name of a bundled model (`medseg models`).
     channels_last / compile: medseg.speed.prepare_net (None: the faster memory format for the device).
-    decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode); unused by other models.
+    decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode): DecodeParams as they are, or a
+        mapping of overrides of what the model's plan stores (None: the plan's, else DecodeParams' defaults).
     keep_largest: keep only the largest foreground component of label maps (None: what the model's plan says).
+    voxel_size: EM stacks' (z, y, x) voxel size in nm (None: an HDF5 file's `resolution` attribute, else the
+        model's); a volume whose voxel size differs from the model's by more than 1 % is resampled to the model's
+        for the network and its maps back to the input grid (medseg.em.voxels).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
-                 channels_last: bool | None = None, compile: bool = False, decode: DecodeParams = DEFAULT_DECODE,
-                 keep_largest: bool | None = None):
+                 channels_last: bool | None = None, compile: bool = False,
+                 decode: DecodeParams | Mapping | None = None, keep_largest: bool | None = None,
+                 voxel_size: Sequence[float] | None = None):
         if not 0 <= overlap < 1:
             raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
         self.source = resolve_model(model)
         self.plan, state = load_checkpoint(self.source)
         self.keep_largest = self.plan.keep_largest if keep_largest is None else keep_largest
-        self.device, self.overlap, self.tta, self.decode = pick_device(device), overlap, tta, decode
+        self.device, self.overlap, self.tta = pick_device(device), overlap, tta
+        self.voxel_size = tuple(voxel_size) if voxel_size else None
+        stored = DecodeParams(**(self.plan.decode or {}))
+        self.decode = decode if isinstance(decode, DecodeParams) else replace(stored, **(decode or {}))
         self.net = prepare_net(build_model(self.plan, state, self.source), self.device, channels_last, compile,
                                (2, len(self.plan.modalities), *self.plan.patch_size), autocast_dtype(self.device))
         self.preprocess = T.Compose(self.plan.preprocessing())
@@ -140,13 +149,19 @@ class Predictor:
         """Region probabilities of one case on the grid of its first channel file."""
         picked = self.channels(files, channels)
         image, reference = self.plan.loader().read_image([c.path for c in picked], [c.index for c in picked])
-        out = self.probabilities(image, reference.path)
+        factors = resampling(self.voxel_size or stored_voxel_size(reference.path), self.plan.voxel_size)
+        out = self.probabilities(image, reference.path, factors)
         if out.shape[1:] != reference.array.shape[:3]:
             raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
         return CasePrediction(out, reference, image.numpy(), picked)
 
-    def probabilities(self, image: MetaTensor, where: Path) -> np.ndarray:
-        """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid."""
+    def probabilities(self, image: MetaTensor, where: Path, factors: Sequence[float] | None = None) -> np.ndarray:
+        """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid.
+
+        factors: (x, y, z) zoom to the model's voxel size (medseg.em.voxels.resampling), None for none.
+        """
+        if factors is not None:
+            return zoom_back(self.probabilities(zoom(image, factors), where), image.shape[1:])
         data = self.preprocess({"image": image})
         logits = infer(self.net, data["image"][None].as_tensor(), self.plan.patch_size, self.overlap, self.device,
                        self.tta)
@@ -164,7 +179,7 @@ class Predictor:
         uint32 neuron ids decoded from the boundary/affinity maps."""
         convention = self.plan.convention
         if convention.instances:
-            return decode(prediction.probabilities, convention.targets, self.decode)
+            return decode(prediction.probabilities, convention.targets, self.decode, convention.offsets)
         labels = convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
         return largest_component(labels) if self.keep_largest else labels
 
