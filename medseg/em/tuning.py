@@ -34,7 +34,7 @@ METHODS = {"boundary": ("boundary",), "affinity": ("boundary", "affinity", "wate
 MIN_DISTANCES = (2, 3, 4)
 # waterz agglomerates incrementally (every threshold for the price of one); scikit-image's merging starts over for
 # each threshold, and on long-range affinities takes ~10x a waterz run: a coarser grid for those
-THRESHOLDS = {"waterz": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), "boundary": (0.2, 0.35, 0.5),
+THRESHOLDS = {"waterz": tuple(round(0.05 * i, 2) for i in range(1, 17)), "boundary": (0.2, 0.35, 0.5),
               "affinity": (0.2, 0.35, 0.5)}
 
 

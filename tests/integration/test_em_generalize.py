@@ -76,3 +76,19 @@ def test_predict_with_another_voxel_size_resamples_and_returns_the_input_grid(ru
     assert main(["predict", str(tmp_path / "cube.h5"), "--model", ckpt, "--output", str(tmp_path / "attr.tif"),
                  "--overlap", "0"]) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "attr.tif"), tifffile.imread(tmp_path / "coarse.tif"))
+
+
+def test_bundled_em_neurons_model_is_listed_and_writes_ids(tmp_path, capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "em-neurons: " in out and "convention em_affinity_lr" in out and "decoding: " in out
+    raw = h5py.File(shared("gala_fibsem_em", "test-image.h5"))["stack"][:16, :32, :40]
+    with h5py.File(tmp_path / "volume.h5", "w") as f:
+        f["raw"] = raw
+    tifffile.imwrite(tmp_path / "volume.tif", raw)
+    for name in ("volume.h5", "volume.tif"):
+        out = tmp_path / f"ids-{name}"
+        assert main(["predict", str(tmp_path / name), "--model", "em-neurons", "--output", str(out),
+                     "--overlap", "0"]) == 0
+        ids = h5py.File(out)["main"][()] if name.endswith(".h5") else tifffile.imread(out)
+        assert ids.shape == raw.shape and ids.dtype == np.uint32 and ids.max() > 1
