@@ -1,7 +1,7 @@
 """Held-out numbers of an EM neuron run (docs/em-generalization.md): each decoder at its validation-chosen setting,
 scored on the reported half-crop and on its two other-contrast copies.
 
-    python scripts/prepare_fibsem.py ../shared/data/gala_fibsem_em data/fibsem
+    python -m medseg.data.conversion.fibsem ../shared/data/gala_fibsem_em data/fibsem
     medseg train --config configs/em_fibsem.yaml --data.datalist=data/fibsem/train2test.json \
         --trainer.default_root_dir=runs/train2test
     python experiments/em_generalization.py runs/train2test data/fibsem/train2test.json --json runs/train2test.json
@@ -20,14 +20,14 @@ import numpy as np
 
 from medseg.data.io import read_volume
 from medseg.em.decode import DecodeParams, decode
+from medseg.evaluation.metrics import instance_metrics
 from medseg.inference.predictor import Predictor
-from medseg.metrics import instance_metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the training run folder (checkpoints/best.ckpt inside)")
-    parser.add_argument("datalist", type=Path, help="train2test.json or test2train.json (prepare_fibsem.py)")
+    parser.add_argument("datalist", type=Path, help="train2test.json or test2train.json (medseg.data.conversion.fibsem)")
     parser.add_argument("--json", type=Path, help="write the table here too")
     args = parser.parse_args()
     ckpt = args.run / "checkpoints" / "best.ckpt"

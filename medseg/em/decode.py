@@ -23,37 +23,14 @@ predicted distance-to-boundary target 0.54-0.84 (neighbours merged through gaps)
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 from skimage import feature, graph, measure, segmentation
 
+from medseg.em.params import DEFAULT_DECODE, DecodeParams
 from medseg.em.targets import shifted
 from medseg.errors import MedsegError
-
-
-@dataclass(frozen=True)
-class DecodeParams:
-    """boundary_threshold: interior voxels are those with a boundary probability below this.
-    smooth: Gaussian sigma (voxels) applied to the distance map before its maxima are taken (0: none).
-    min_distance: seeds closer than this (voxels) are one seed.
-    min_size: segments smaller than this many voxels are absorbed by their neighbours.
-    merge_below: merge neighbours whose contact has a mean boundary probability (method `boundary`) or one minus
-        mean affinity (`affinity`, `waterz`) below this (None: no merging).
-    method: the agglomeration (see the module's docstring); `affinity` and `waterz` need an affinity model.
-    """
-
-    boundary_threshold: float = 0.5
-    smooth: float = 1.0
-    min_distance: int = 3
-    min_size: int = 64
-    merge_below: float | None = 0.35
-    method: Literal["boundary", "affinity", "waterz"] = "boundary"
-
-
-DEFAULT_DECODE = DecodeParams()
 
 
 def boundary_map(probabilities: np.ndarray, kind: str) -> np.ndarray:

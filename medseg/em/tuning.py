@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.data.io import atomic_write, read_volume
+from medseg.data.io import read_volume
 from medseg.em.decode import (
     DEFAULT_DECODE,
     DecodeParams,
@@ -28,7 +28,8 @@ from medseg.em.decode import (
     fragments,
     waterz_agglomerate,
 )
-from medseg.metrics import instance_metrics
+from medseg.evaluation.metrics import instance_metrics
+from medseg.utils.files import atomic_write
 
 METHODS = {"boundary": ("boundary",), "affinity": ("boundary", "affinity", "waterz")}
 MIN_DISTANCES = (2, 3, 4)
