@@ -27,7 +27,7 @@ from medseg.inference.predictor import Predictor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the training run folder (checkpoints/best.ckpt inside)")
-    parser.add_argument("datalist", type=Path, help="train2test.json or test2train.json (medseg.data.conversion.fibsem)")
+    parser.add_argument("datalist", type=Path, help="train2test.json or test2train.json (data.conversion.fibsem)")
     parser.add_argument("--json", type=Path, help="write the table here too")
     args = parser.parse_args()
     ckpt = args.run / "checkpoints" / "best.ckpt"

@@ -25,5 +25,7 @@ def list_models() -> int:
         if plan.keep_largest:
             print("  postprocessing: only the largest connected lesion is kept (--no-keep-largest turns it off)")
         print(f"  measured: {card['measured']}")
+        if "budget" in card:
+            print(f"  training: {card['budget']}")
         print(f"  data / licence: {card['licence']}")
     return 0
