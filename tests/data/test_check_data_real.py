@@ -1,4 +1,5 @@
 """`medseg check-data` on the real BraTS and EM sets in the shared data."""
+
 import json
 
 import h5py

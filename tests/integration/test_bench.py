@@ -131,7 +131,7 @@ def test_default_recipe_is_the_brats_one():
     "argv, message",
     [
         (["--blocks", "pmsnc"], "unknown block 'pmsnc'; did you mean 'pmscn'? choose one of"),
-        (["--archs", "vnet"], "unknown architecture 'vnet'; choose one of"),
+        (["--archs", "vnet"], "unknown architecture 'vnet'; did you mean 'unet'? choose one of"),
         (["--config", "missing.yaml"], "missing.yaml: not a recipe"),
         (["--repeats", "0"], "--repeats ≥ 1"),
         (["--config", "RECIPE_TINY", "--widths", "gpu"], "--widths gpu needs a 5-stage recipe"),
