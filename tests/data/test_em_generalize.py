@@ -15,9 +15,6 @@ from medseg.em.decode import DecodeParams
 from medseg.inference.predictor import Predictor
 from tests.conftest import REPO, shared
 
-pytestmark = pytest.mark.skipif(not shared("gala_fibsem_em", "test-image.h5").exists(),
-                                reason="needs ../shared/data/gala_fibsem_em")
-
 TINY = ["--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--trainer.max_steps=2", "--trainer.max_time=null", "--data.patch_size=[24, 24, 24]",
         "--data.samples_per_case=1", "--model.channels=[4, 8, 16]", "--model.strides=[1, 2, 2]",
