@@ -40,7 +40,7 @@ class Plan:
             (nnU-Net's "remove all but the largest component"), decided after training from held-out cases and
             stored with the model, as nnU-Net does; `medseg predict --keep-largest/--no-keep-largest` overrides it.
         decode: EM neuron models: the decoding (medseg.em.decode.DecodeParams fields) chosen on the validation
-            volumes at the end of training (medseg.em.tuning); None: DecodeParams' defaults. Flags override it.
+            volumes at the end of training (medseg.training.decoding); None: DecodeParams' defaults. Flags override it.
     """
 
     modalities: tuple[str, ...]

@@ -4,7 +4,7 @@ Three agglomerations of the watershed fragments (DecodeParams.method): `boundary
 probability on a contact (any model); `affinity` by one minus the mean predicted affinity of all voxel pairs, at every
 offset the model predicts (long-range ones included), that join the two segments; `waterz` by waterz's mean-affinity
 agglomeration (PyTorch Connectomics' choice; nearest-neighbour affinities only). The choice and its parameters are
-made on validation data at the end of training (medseg.em.tuning) and stored with the model.
+made on validation data at the end of training (medseg.training.decoding) and stored with the model.
 
 The distance-transform watershed of connectomics (e.g. `elf`'s and PlantSeg's `dt_ws`): voxels below
 `boundary_threshold` are interior; the distance of each interior voxel to the nearest boundary voxel, smoothed, has

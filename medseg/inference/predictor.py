@@ -23,9 +23,9 @@ from monai.inferers import sliding_window_inference
 from medseg.data.io import NIFTI, Volume, suffix
 from medseg.data.plan import Plan
 from medseg.em.decode import DecodeParams, decode
-from medseg.em.voxels import resampling, stored_voxel_size, zoom, zoom_back
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
+from medseg.inference.voxels import resampling, stored_voxel_size, zoom, zoom_back
 from medseg.models import resolve_model
 from medseg.models.loading import build_model, load_checkpoint
 from medseg.runtime import autocast_dtype, pick_device, prepare_net
@@ -79,7 +79,7 @@ class Predictor:
     keep_largest: keep only the largest foreground component of label maps (None: what the model's plan says).
     voxel_size: EM stacks' (z, y, x) voxel size in nm (None: an HDF5 file's `resolution` attribute, else the
         model's); a volume whose voxel size differs from the model's by more than 1 % is resampled to the model's
-        for the network and its maps back to the input grid (medseg.em.voxels).
+        for the network and its maps back to the input grid (medseg.inference.voxels).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
@@ -117,7 +117,7 @@ class Predictor:
     def probabilities(self, image: MetaTensor, where: Path, factors: Sequence[float] | None = None) -> np.ndarray:
         """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid.
 
-        factors: (x, y, z) zoom to the model's voxel size (medseg.em.voxels.resampling), None for none.
+        factors: (x, y, z) zoom to the model's voxel size (medseg.inference.voxels.resampling), None for none.
         """
         if factors is not None:
             return zoom_back(self.probabilities(zoom(image, factors), where), image.shape[1:])

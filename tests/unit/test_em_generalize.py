@@ -11,10 +11,10 @@ from medseg.data.plan import Plan
 from medseg.em.augment import RandMisalignd, RandMissingSectiond, RandMotionBlurd, em_augmentation, shift_edge
 from medseg.em.decode import DecodeParams, decode
 from medseg.em.targets import IGNORE, affinities, instance_targets
-from medseg.em.tuning import cremi, tune
-from medseg.em.voxels import resampling, zoom, zoom_back
 from medseg.evaluation.metrics import instance_metrics
+from medseg.inference.voxels import resampling, zoom, zoom_back
 from medseg.labels import get_convention
+from medseg.training.decoding import cremi, tune
 
 
 def touching_blocks() -> np.ndarray:

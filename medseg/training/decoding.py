@@ -29,6 +29,7 @@ from medseg.em.decode import (
     waterz_agglomerate,
 )
 from medseg.evaluation.metrics import instance_metrics
+from medseg.inference.predictor import Predictor
 from medseg.utils.files import atomic_write
 
 METHODS = {"boundary": ("boundary",), "affinity": ("boundary", "affinity", "waterz")}
@@ -83,8 +84,6 @@ def tune(cases: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, offsets: Seq
 def tune_checkpoint(ckpt: Path, val_cases: Sequence[Mapping], device: str = "auto") -> DecodeParams:
     """Predict the validation cases with `ckpt`, tune the decoding on them, store it in the checkpoint's plan and
     write the table to decode_tuning.json beside it."""
-    from medseg.inference.predictor import Predictor  # the predictor imports the plan, which imports the data side
-
     predictor = Predictor(ckpt, device=device)
     convention = predictor.plan.convention
     cases = []
