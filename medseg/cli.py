@@ -6,7 +6,6 @@ Bad input → one `error: …` line on stderr and exit code 2 (`--debug` shows t
 import argparse
 import os
 import sys
-from dataclasses import replace
 
 from medseg import __version__
 from medseg.em.params import DEFAULT_DECODE
@@ -60,14 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network in channels_last_3d (default: on for CPU, where it is faster)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (warm-up time is reported)")
     em = p.add_argument_group("EM neuron models (em_boundary / em_affinity): decoding to ids, medseg.em.decode")
-    em.add_argument("--min-distance", type=int, help="seeds closer than this many voxels are one "
-                    f"(default: {DEFAULT_DECODE.min_distance}; larger merges more)")
-    em.add_argument("--min-size", type=int, help="segments below this many voxels join a neighbour "
-                    f"(default: {DEFAULT_DECODE.min_size})")
+    em.add_argument("--min-distance", type=int, help="seeds closer than this many voxels are one (default: the "
+                    f"model's validated setting, else {DEFAULT_DECODE.min_distance}; larger merges more)")
+    em.add_argument("--min-size", type=int, help="segments below this many voxels join a neighbour (default: the "
+                    f"model's, else {DEFAULT_DECODE.min_size})")
+    em.add_argument("--decode-method", choices=["boundary", "affinity", "waterz"], help="agglomeration of the "
+                    f"watershed fragments (default: the model's validated choice, else {DEFAULT_DECODE.method})")
+    em.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="the input's voxel size in "
+                    "nm, when it differs from the model's: resampled to the model's and the ids back (default: an "
+                    "HDF5 `resolution` attribute, else the model's)")
     em.add_argument("--chunk", type=int, metavar="SECTIONS", help="an HDF5 volume larger than memory: predict and "
                     "decode this many z sections at a time into an HDF5 id volume (ids joined across slabs)")
-    em.add_argument("--merge-below", type=float, help="merge neighbours whose contact has a mean "
-                    f"boundary probability below this (default: {DEFAULT_DECODE.merge_below}; 0 turns merging off)")
+    em.add_argument("--merge-below", type=float, help="merge neighbours whose contact has a mean boundary "
+                    "probability (or one minus mean affinity) below this (default: the model's, else "
+                    f"{DEFAULT_DECODE.merge_below}; 0 turns merging off)")
     sub.add_parser("models", help="list the bundled models: inputs, outputs, measured Dice, licence")
     e = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes (EM: VOI, adapted Rand, membrane F1)")
     e.add_argument("pred", help="predicted label map, or a folder of them (<case>_pred.nii.gz, <case>.nii.gz, ...)")
@@ -184,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             options = Options(overwrite=args.overwrite, channels=args.channels, probabilities=args.save_probabilities,
                               preview=args.preview, stats=args.stats, chunk=args.chunk,
                               output_type=args.output_type, report=args.report, uncertainty=args.uncertainty)
-            given = {"min_distance": args.min_distance, "min_size": args.min_size, "merge_below": args.merge_below}
-            decode = replace(DEFAULT_DECODE, **{k: v for k, v in given.items() if v is not None})
-            if decode.merge_below == 0:
-                decode = replace(decode, merge_below=None)  # 0: no merging
+            given = {"min_distance": args.min_distance, "min_size": args.min_size, "method": args.decode_method,
+                     "merge_below": args.merge_below}
+            decode = {k: v for k, v in given.items() if v is not None}  # overrides of the model's stored decoding
+            if args.merge_below == 0:
+                decode["merge_below"] = None  # 0: no merging
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
                            tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options,
-                           decode=decode, keep_largest=args.keep_largest)
+                           decode=decode, keep_largest=args.keep_largest, voxel_size=args.voxel_size)
         if command == "models":
             from medseg.models.listing import list_models
 

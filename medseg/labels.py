@@ -22,6 +22,7 @@ class Convention:
     fill: int = 0  # label value where no region is predicted (EM: 255 = cell interior, as ISBI 2012's labels)
     required: int | None = None  # a value every label volume must hold, or its target region is empty (EM: 0)
     targets: Literal["regions", "boundary", "affinity"] = "regions"  # EM instances: maps made from neuron ids
+    offsets: tuple[int, ...] = (1,)  # EM affinities: voxel distances of the pairs, 3 channels (x, y, z) each
 
     @property
     def instances(self) -> bool:
@@ -86,6 +87,10 @@ CONVENTIONS: dict[str, Convention] = {
     "em_boundary": Convention("em_boundary", None, {"boundary": frozenset()}, (), targets="boundary"),
     "em_affinity": Convention("em_affinity", None, {f"affinity_{a}": frozenset() for a in "xyz"}, (),
                               targets="affinity"),
+    # ... plus long-range affinities at 3 and 9 voxels (Lee et al. 2017; PyTorch Connectomics' 12-channel target)
+    "em_affinity_lr": Convention("em_affinity_lr", None,
+                                 {f"affinity_{a}{o}": frozenset() for o in (1, 3, 9) for a in "xyz"}, (),
+                                 targets="affinity", offsets=(1, 3, 9)),
 }
 ConventionName = Literal[tuple(CONVENTIONS)]
 

@@ -2,11 +2,15 @@
 
     python tools/bundle_model.py brats --shared ../shared/data --work runs/bundled
     python tools/bundle_model.py em-membrane --shared ../shared/data --work runs/bundled
+    python tools/bundle_model.py em-neurons --shared ../shared/data --work runs/bundled
     python tools/bundle_model.py brats --export-only runs/bundled/brats/checkpoints/last.ckpt
 
 Training is `medseg train` with a fixed step budget and seed; the exported file is the LAST checkpoint (never
 chosen by the held-out cases, which training only monitors) reduced to what prediction needs: the plan and the
-network weights, loadable with weights_only=True. Same command, same data, same torch build: the same weights, up to
+network weights, loadable with weights_only=True. em-neurons instead exports best.ckpt, chosen (with its decoding)
+on a validation half-crop, so that its card's numbers come from the other half, which nothing was chosen on; its
+weights are stored as float16 (prediction reads them back as float32).
+Same command, same data, same torch build: the same weights, up to
 the non-determinism of the hardware's float kernels.
 """
 
@@ -40,6 +44,13 @@ RECIPES = {
         "train": ["--config", "configs/em_isbi.yaml", "--data.datalist={work}/isbi2012/datalist.json",
                   "--trainer.max_steps=400", "--trainer.max_epochs=-1", "--seed_everything=0"],
     },
+    "em-neurons": {  # train on train-*, select checkpoint and decoding on test-* x < 100, report test-* x >= 100
+        "prepare": ["-m", "medseg.data.conversion.fibsem", "{shared}/gala_fibsem_em", "{work}/fibsem"],
+        "train": ["--config", "configs/em_fibsem.yaml", "--data.datalist={work}/fibsem/train2test.json",
+                  "--trainer.max_time=00:00:25:00", "--seed_everything=42"],
+        "checkpoint": "best.ckpt",
+        "half": True,
+    },
 }
 
 
@@ -49,7 +60,9 @@ def export(ckpt: Path, name: str) -> Path:
     plan, state = load_checkpoint(ckpt)
     plan = replace(plan, **RECIPES[name].get("plan", {}))
     out = MODELS / f"{name}.pt"
-    torch.save({"medseg": plan.to_dict(), "state_dict": {f"net.{k}": v for k, v in state.items()}}, out)
+    half = RECIPES[name].get("half", False)
+    state = {f"net.{k}": v.half() if half and v.is_floating_point() else v for k, v in state.items()}
+    torch.save({"medseg": plan.to_dict(), "state_dict": state}, out)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB ({sum(v.numel() for v in state.values()):,} weights)")
     return out
 
@@ -70,7 +83,7 @@ def main() -> None:
     subprocess.run([sys.executable, *fill(recipe["prepare"])], cwd=REPO, check=True)
     subprocess.run([sys.executable, "-m", "medseg.cli", "train", *fill(recipe["train"]), "--trainer.logger=false",
                     f"--trainer.default_root_dir={run.resolve()}"], cwd=REPO, check=True)
-    export(run / "checkpoints" / "last.ckpt", args.name)
+    export(run / "checkpoints" / recipe.get("checkpoint", "last.ckpt"), args.name)
 
 
 if __name__ == "__main__":

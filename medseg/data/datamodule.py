@@ -32,8 +32,9 @@ class SegDataModule(pl.LightningDataModule):
         root: BraTS-layout folder `<root>/<case>/<case>_<modality>.nii.gz` (+ `<case>_seg.nii.gz`).
         datalist: MSD-style JSON with `training` (and optional `validation`) lists; used instead of `root`.
         modalities: channel names in model order (BraTS: the exact file-name suffixes).
-        label_convention: brats2021 | brats2013 | brats2023 | msd | em_membrane | em_boundary | em_affinity
-            (the last two: neuron-id volumes, trained on maps made from each augmented patch, medseg.em.targets).
+        label_convention: brats2021 | brats2013 | brats2023 | msd | em_membrane | em_boundary | em_affinity |
+            em_affinity_lr (the last three: neuron-id volumes, trained on maps made from each augmented patch,
+            medseg.em.targets).
         ignore_unlabelled: EM ids only: 0 means "not annotated" (left out of the loss) rather than "boundary".
         spacing: target voxel spacing (mm, in RAS axis order) or null to keep the native grid.
         voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
@@ -120,7 +121,7 @@ class SegDataModule(pl.LightningDataModule):
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
         if self.convention.instances:
-            sampling.append(InstanceTargetsd(self.convention.targets, h.ignore_unlabelled))
+            sampling.append(InstanceTargetsd(self.convention.targets, h.ignore_unlabelled, self.convention.offsets))
         train_tf = T.Compose([*self.preprocessed().transforms, *sampling])
         workers = min(h.num_workers, 4) or None
         self.train_ds = make_dataset(train, train_tf, h.cache, self.disk_cache_dir(), h.cache_rate, workers)

@@ -23,7 +23,8 @@ from medseg.labels import Convention, get_convention
 FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
-OPTIONAL = ("keep_largest", "fingerprint")  # added after format 2 checkpoints were written: their default when absent
+# added after format 2 checkpoints were written: their default when absent
+OPTIONAL = ("keep_largest", "fingerprint", "decode")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Plan:
             stored with the model, as nnU-Net does; `medseg predict --keep-largest/--no-keep-largest` overrides it.
         fingerprint: intensity and size statistics of the training cases after preprocessing
             (medseg.inference.qc.training_fingerprint), which quality control compares each prediction with.
+        decode: EM neuron models: the decoding (medseg.em.decode.DecodeParams fields) chosen on the validation
+            volumes at the end of training (medseg.training.decoding); None: DecodeParams' defaults. Flags override it.
     """
 
     modalities: tuple[str, ...]
@@ -54,6 +57,7 @@ class Plan:
     net: Mapping = field(default_factory=dict)
     keep_largest: bool = False
     fingerprint: Mapping | None = None
+    decode: Mapping | None = None
     format: int = FORMAT
 
     @classmethod
@@ -98,7 +102,8 @@ class Plan:
         """Plain JSON values (checkpoints are read with weights_only=True)."""
         d = asdict(self)
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-        return {**d, "net": dict(self.net), "regions": self.regions, "medseg_version": medseg.__version__}
+        return {**d, "net": dict(self.net), "decode": dict(self.decode) if self.decode is not None else None,
+                "regions": self.regions, "medseg_version": medseg.__version__}
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "Plan":

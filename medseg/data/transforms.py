@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 
 from medseg.data.checks import check_label_grid
 from medseg.data.io import Volume, read_volume
+from medseg.em.augment import em_augmentation
 from medseg.errors import MedsegError
 from medseg.labels import Convention
 
@@ -128,7 +129,7 @@ class ForegroundMaskd(T.MapTransform):
         return d
 
 
-Augmentation = Literal["light", "nnunet"]
+Augmentation = Literal["light", "nnunet", "em"]
 
 
 def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground: bool,
@@ -138,7 +139,9 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
     Negative centres come from the foreground: the non-zero brain for MRI (`nonzero_foreground`), the whole
     volume otherwise (EM). `nnunet` adds nnU-Net's spatial and intensity augmentation (rotation and scaling,
     Gaussian noise and blur, brightness, contrast, low-resolution simulation, gamma) with its probabilities, for
-    models that must work on scans from other sites; `light` keeps flips and a small intensity jitter.
+    models that must work on scans from other sites; `light` keeps flips and a small intensity jitter; `em` is
+    PyTorch Connectomics' EM set (medseg.em.augment: section artefacts, elastic, rescaling, the 48 flips and
+    transposes of a cubic patch).
     """
     keys = ["image", "label"]
     crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=1,
@@ -149,6 +152,8 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
                     T.DeleteItemsd("foreground")]
     else:
         sampling = [T.SpatialPadd(keys, spatial_size=patch_size), crop]
+    if augmentation == "em":
+        return sampling + em_augmentation(isotropic=len(set(patch_size)) == 1)
     flips = [T.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(3)]
     if augmentation == "light":
         return sampling + flips + [

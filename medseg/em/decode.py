@@ -1,5 +1,11 @@
 """Neuron ids from predicted boundary or affinity maps: distance-transform watershed, then agglomeration.
 
+Three agglomerations of the watershed fragments (DecodeParams.method): `boundary` merges by the mean boundary
+probability on a contact (any model); `affinity` by one minus the mean predicted affinity of all voxel pairs, at every
+offset the model predicts (long-range ones included), that join the two segments; `waterz` by waterz's mean-affinity
+agglomeration (PyTorch Connectomics' choice; nearest-neighbour affinities only). The choice and its parameters are
+made on validation data at the end of training (medseg.training.decoding) and stored with the model.
+
 The distance-transform watershed of connectomics (e.g. `elf`'s and PlantSeg's `dt_ws`): voxels below
 `boundary_threshold` are interior; the distance of each interior voxel to the nearest boundary voxel, smoothed, has
 one local maximum per neurite (maxima closer than `min_distance` voxels are one); these seeds flood the boundary
@@ -14,12 +20,17 @@ predicted distance-to-boundary target 0.54-0.84 (neighbours merged through gaps)
 4-5: 0.18-0.19 for 0.3-0.5.
 """
 
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 from scipy import ndimage
 from skimage import feature, graph, measure, segmentation
 
 from medseg.em.params import DEFAULT_DECODE, DecodeParams
 from medseg.em.targets import shifted
+from medseg.errors import MedsegError
 
 
 def boundary_map(probabilities: np.ndarray, kind: str) -> np.ndarray:
@@ -39,12 +50,24 @@ def boundary_map(probabilities: np.ndarray, kind: str) -> np.ndarray:
     return 1 - lowest
 
 
-def decode(probabilities: np.ndarray, kind: str, params: DecodeParams = DEFAULT_DECODE) -> np.ndarray:
-    """(R, X, Y, Z) probabilities -> (X, Y, Z) uint32 neuron ids 1..N; every voxel gets one."""
+def decode(probabilities: np.ndarray, kind: str, params: DecodeParams = DEFAULT_DECODE,
+           offsets: Sequence[int] = (1,)) -> np.ndarray:
+    """(R, X, Y, Z) probabilities -> (X, Y, Z) uint32 neuron ids 1..N; every voxel gets one.
+
+    offsets: the affinity offsets of the channels (3 per offset, see medseg.em.targets.affinities).
+    """
     boundary = boundary_map(probabilities, kind)
+    ids = fragments(boundary, params)
+    if params.merge_below is not None:
+        ids = agglomerate_with(ids, probabilities, boundary, kind, params.method, params.merge_below, offsets)
+    return finish(ids, boundary, params.min_size)
+
+
+def fragments(boundary: np.ndarray, params: DecodeParams) -> np.ndarray:
+    """The over-segmentation: seeds at the maxima of the smoothed distance to the boundary, flooded; ids from 1."""
     interior = boundary < params.boundary_threshold
     if not interior.any():
-        return np.ones(boundary.shape, np.uint32)  # boundary everywhere (an untrained model): one segment
+        return np.ones(boundary.shape, np.int64)  # boundary everywhere (an untrained model): one segment
     distance = ndimage.distance_transform_edt(interior)
     if params.smooth:
         distance = ndimage.gaussian_filter(distance, params.smooth)
@@ -52,12 +75,53 @@ def decode(probabilities: np.ndarray, kind: str, params: DecodeParams = DEFAULT_
                                    exclude_border=False)  # (N, 3) voxel indices
     seeds = np.zeros(boundary.shape, np.int64)
     seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    ids = segmentation.watershed(boundary, seeds)
-    if params.merge_below is not None:
-        ids = agglomerate(ids, boundary, params.merge_below) + 1  # merge_hierarchical numbers from 0
-    ids = segmentation.watershed(boundary, remove_small(ids, params.min_size))  # small ones flooded by neighbours
+    return segmentation.watershed(boundary, seeds)
+
+
+def agglomerate_with(ids: np.ndarray, probabilities: np.ndarray, boundary: np.ndarray, kind: str, method: str,
+                     merge_below: float, offsets: Sequence[int]) -> np.ndarray:
+    """Fragments merged by `method`; ids from 1."""
+    if method != "boundary" and kind != "affinity":
+        raise MedsegError(f"decoding method {method!r} needs an affinity model; this one predicts {kind} maps")
+    if method == "waterz":
+        return waterz_agglomerate(ids, probabilities, merge_below)
+    pairs = affinity_pairs(ids, probabilities, offsets) if method == "affinity" else boundary_pairs(ids, boundary)
+    return merge(ids, contact_graph(ids, pairs), merge_below) + 1  # merge_hierarchical numbers from 0
+
+
+def finish(ids: np.ndarray, boundary: np.ndarray, min_size: int) -> np.ndarray:
+    """Small segments flooded by their neighbours, ids made 1..N (uint32)."""
+    ids = segmentation.watershed(boundary, remove_small(ids, min_size))
     ids, _, _ = segmentation.relabel_sequential(ids)
     return ids.astype(np.uint32)
+
+
+def waterz_agglomerate(ids: np.ndarray, probabilities: np.ndarray, thresholds: float | Sequence[float]):
+    """waterz's mean-affinity agglomeration of the fragments on the nearest-neighbour affinities; one id volume
+    (from 1), or an iterator of them for several thresholds (computed incrementally, in increasing order)."""
+    import waterz  # compiled extension: imported when used
+
+    # (x, y, z) channels of (X, Y, Z) arrays -> waterz's (z, y, x) channels of (Z, Y, X) arrays
+    affs = np.ascontiguousarray(probabilities[[2, 1, 0]].transpose(0, 3, 2, 1), dtype=np.float32)
+    frags = np.ascontiguousarray(ids.transpose(2, 1, 0), dtype=np.uint64)
+    several = not isinstance(thresholds, float | int)
+    runs = waterz.agglomerate(affs, list(thresholds) if several else [float(thresholds)], fragments=frags)
+    out = (quietly(lambda: next(runs, None)) for _ in range(len(thresholds) if several else 1))
+    out = (s.transpose(2, 1, 0).astype(np.int64) for s in out)
+    return out if several else next(out)
+
+
+def quietly(call):
+    """call() with the process's stdout (file descriptor 1) sent to /dev/null: waterz's C++ code logs every step."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return call()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def remove_small(ids: np.ndarray, min_size: int) -> np.ndarray:
@@ -71,23 +135,44 @@ def remove_small(ids: np.ndarray, min_size: int) -> np.ndarray:
 def agglomerate(ids: np.ndarray, boundary: np.ndarray, merge_below: float) -> np.ndarray:
     """Merge neighbouring segments, weakest contact first, while the mean boundary probability on the contact is
     below merge_below (scikit-image's hierarchical merging on a region adjacency graph); labels from 0."""
+    return merge(ids, contact_graph(ids, boundary_pairs(ids, boundary)), merge_below)
+
+
+def merge(ids: np.ndarray, rag: graph.RAG, merge_below: float) -> np.ndarray:
+    """Merge the graph's nodes, lowest edge weight first, while it is below merge_below; labels from 0."""
     if ids.max() < 2:
         return ids - 1
-    return graph.merge_hierarchical(ids, contact_graph(ids, boundary), thresh=merge_below, rag_copy=False,
-                                    in_place_merge=True, merge_func=_merge_boundary, weight_func=_weight_boundary)
+    return graph.merge_hierarchical(ids, rag, thresh=merge_below, rag_copy=False, in_place_merge=True,
+                                    merge_func=_merge_boundary, weight_func=_weight_boundary)
 
 
-def contact_graph(ids: np.ndarray, boundary: np.ndarray) -> graph.RAG:
-    """Segments as nodes; an edge per touching pair, weighted by the mean over their 6-neighbour voxel pairs of the
-    larger boundary probability of the pair (1 across a one-voxel boundary, ~0 between two fragments of a neuron)."""
-    lows, highs, values = [], [], []
+Pairs = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (ids of one voxel, of the other, the pair's cost)
+
+
+def boundary_pairs(ids: np.ndarray, boundary: np.ndarray) -> Pairs:
+    """6-neighbour voxel pairs, costing the larger boundary probability of the two voxels."""
     for axis in range(3):
         first, second = shifted(axis, -1), shifted(axis, 1)
-        a, b = ids[first], ids[second]  # each voxel and its successor along the axis
+        yield ids[first], ids[second], np.maximum(boundary[first], boundary[second])
+
+
+def affinity_pairs(ids: np.ndarray, probabilities: np.ndarray, offsets: Sequence[int]) -> Pairs:
+    """The voxel pairs of every predicted affinity (each offset, each axis), costing one minus the affinity."""
+    for i, offset in enumerate(offsets):
+        for axis in range(3):
+            yield ids[shifted(axis, -offset)], ids[shifted(axis, offset)], 1 - probabilities[3 * i + axis][
+                shifted(axis, offset)]
+
+
+def contact_graph(ids: np.ndarray, pairs: Pairs) -> graph.RAG:
+    """Segments as nodes; an edge per pair of segments joined by voxel pairs, weighted by the mean cost of those
+    voxel pairs (boundary: 1 across a one-voxel boundary, ~0 between two fragments of a neuron)."""
+    lows, highs, values = [], [], []
+    for a, b, cost in pairs:
         touching = a != b
         lows.append(np.minimum(a, b)[touching])
         highs.append(np.maximum(a, b)[touching])
-        values.append(np.maximum(boundary[first], boundary[second])[touching])
+        values.append(cost[touching])
     pairs, index = np.unique(np.stack([np.concatenate(lows), np.concatenate(highs)]), axis=1, return_inverse=True)
     counts = np.bincount(index)
     sums = np.bincount(index, weights=np.concatenate(values))

@@ -2,6 +2,7 @@
 defaults from here without importing the decoding libraries."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -10,7 +11,9 @@ class DecodeParams:
     smooth: Gaussian sigma (voxels) applied to the distance map before its maxima are taken (0: none).
     min_distance: seeds closer than this (voxels) are one seed.
     min_size: segments smaller than this many voxels are absorbed by their neighbours.
-    merge_below: merge neighbours whose contact has a mean boundary probability below this (None: no merging).
+    merge_below: merge neighbours whose contact has a mean boundary probability (method `boundary`) or one minus
+        mean affinity (`affinity`, `waterz`) below this (None: no merging).
+    method: the agglomeration (medseg.em.decode); `affinity` and `waterz` need an affinity model.
     """
 
     boundary_threshold: float = 0.5
@@ -18,6 +21,7 @@ class DecodeParams:
     min_distance: int = 3
     min_size: int = 64
     merge_below: float | None = 0.35
+    method: Literal["boundary", "affinity", "waterz"] = "boundary"
 
 
 DEFAULT_DECODE = DecodeParams()

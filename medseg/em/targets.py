@@ -5,6 +5,7 @@ pair of voxels along one axis: made before a flip, it would sit on the wrong vox
 marks a voxel the loss ignores (unlabelled voxels when `ignore_unlabelled`, and affinities that leave the patch).
 """
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -34,29 +35,33 @@ def boundaries(ids: np.ndarray) -> np.ndarray:
     return boundary
 
 
-def affinities(ids: np.ndarray) -> np.ndarray:
-    """(3, X, Y, Z): channel a is 1 where a voxel and its predecessor along axis a share a non-zero id (the
-    nearest-neighbour affinities of Lee et al. 2017); the first slice of each axis has no pair and is ignored."""
-    out = np.full((3, *ids.shape), IGNORE, dtype=np.float32)
-    for axis in range(3):
-        a, b = ids[shifted(axis, -1)], ids[shifted(axis, 1)]
-        out[axis][shifted(axis, 1)] = (a == b) & (a != 0)
+def affinities(ids: np.ndarray, offsets: Sequence[int] = (1,)) -> np.ndarray:
+    """(3 * len(offsets), X, Y, Z): channel 3 * i + a is 1 where a voxel and the voxel offsets[i] before it along
+    axis a share a non-zero id (offset 1: the nearest-neighbour affinities of Lee et al. 2017; longer offsets: their
+    long-range affinities); the first offsets[i] slices of each axis have no pair and are ignored."""
+    out = np.full((3 * len(offsets), *ids.shape), IGNORE, dtype=np.float32)
+    for i, offset in enumerate(offsets):
+        for axis in range(3):
+            a, b = ids[shifted(axis, -offset)], ids[shifted(axis, offset)]
+            out[3 * i + axis][shifted(axis, offset)] = (a == b) & (a != 0)
     return out
 
 
-def instance_targets(ids: np.ndarray, kind: TargetKind, ignore_unlabelled: bool = False) -> np.ndarray:
+def instance_targets(ids: np.ndarray, kind: TargetKind, ignore_unlabelled: bool = False,
+                     offsets: Sequence[int] = (1,)) -> np.ndarray:
     """(X, Y, Z) ids -> (R, X, Y, Z) float32 targets in [0, 1], -1 where ignored.
 
-    boundary: the boundary map (1 channel); affinity: 3 nearest-neighbour affinities.
+    boundary: the boundary map (1 channel); affinity: 3 affinities per offset (see affinities).
     ignore_unlabelled: id 0 means "not annotated" (sparse labels) rather than "boundary": such voxels, and
     affinities touching them, are left out of the loss.
     """
     if kind == "affinity":
-        out = affinities(ids)
+        out = affinities(ids, offsets)
         if ignore_unlabelled:
-            for axis in range(3):
-                unknown = (ids[shifted(axis, -1)] == 0) | (ids[shifted(axis, 1)] == 0)
-                out[axis][shifted(axis, 1)][unknown] = IGNORE
+            for i, offset in enumerate(offsets):
+                for axis in range(3):
+                    unknown = (ids[shifted(axis, -offset)] == 0) | (ids[shifted(axis, offset)] == 0)
+                    out[3 * i + axis][shifted(axis, offset)][unknown] = IGNORE
         return out
     out = boundaries(ids)[None].astype(np.float32)
     if ignore_unlabelled:
@@ -67,13 +72,13 @@ def instance_targets(ids: np.ndarray, kind: TargetKind, ignore_unlabelled: bool 
 class InstanceTargetsd(T.MapTransform):
     """`label` (1, X, Y, Z) neuron ids -> (R, X, Y, Z) targets (see instance_targets)."""
 
-    def __init__(self, kind: TargetKind, ignore_unlabelled: bool = False):
+    def __init__(self, kind: TargetKind, ignore_unlabelled: bool = False, offsets: Sequence[int] = (1,)):
         super().__init__(["label"])
-        self.kind, self.ignore_unlabelled = kind, ignore_unlabelled
+        self.kind, self.ignore_unlabelled, self.offsets = kind, ignore_unlabelled, tuple(offsets)
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         ids = np.asarray(d["label"])[0].astype(np.int64)  # (1, X, Y, Z) -> (X, Y, Z)
-        targets = instance_targets(ids, self.kind, self.ignore_unlabelled)
+        targets = instance_targets(ids, self.kind, self.ignore_unlabelled, self.offsets)
         d["label"] = MetaTensor(torch.from_numpy(targets), meta=getattr(d["label"], "meta", {}))
         return d

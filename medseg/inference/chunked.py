@@ -11,7 +11,7 @@ both parts overlap the same old id; two neurons the old slab merged stay merged)
 each slab's own (z-score), and memory is one slab with its halo plus its probabilities.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -31,7 +31,7 @@ MIN_SHARE = 0.5  # of a new segment's voxels in the overlap that must lie in one
 
 
 def chunked_ids(probabilities: ProbabilitySource, depth: int, kind: str, params: DecodeParams, chunk: int,
-                halo: int, write: Callable[[int, int, np.ndarray], None]) -> int:
+                halo: int, write: Callable[[int, int, np.ndarray], None], offsets: Sequence[int] = (1,)) -> int:
     """Decode a volume of `depth` sections slab by slab; write(z0, z1, ids) receives each slab's (X, Y, z1 - z0)
     uint32 ids, already consistent with the slabs before it. Returns the number of ids used."""
     if chunk < 1 or halo < 0:
@@ -41,7 +41,7 @@ def chunked_ids(probabilities: ProbabilitySource, depth: int, kind: str, params:
     for z0 in tqdm(range(0, depth, chunk), desc="slabs", unit="slab"):
         z1 = min(depth, z0 + chunk)
         lo, hi = max(0, z0 - halo), min(depth, z1 + halo)
-        ids = decode(probabilities(lo, hi), kind, params).astype(np.int64)  # (X, Y, hi - lo)
+        ids = decode(probabilities(lo, hi), kind, params, offsets).astype(np.int64)  # (X, Y, hi - lo)
         new = relabel(ids, previous[..., previous.shape[2] - (z0 - lo):] if previous is not None else None,
                       next_id)
         slab = new[..., z0 - lo : z1 - lo].astype(np.uint32)
@@ -94,7 +94,8 @@ def predict_h5(predictor: Predictor, path: Path, out: Path, chunk: int, halo: in
                 def write(z0: int, z1: int, slab: np.ndarray) -> None:
                     ids[z0:z1] = slab.transpose(2, 1, 0)  # (X, Y, Z) -> (Z, Y, X)
 
-                return chunked_ids(probabilities, depth, kind, predictor.decode, chunk, halo, write)
+                return chunked_ids(probabilities, depth, kind, predictor.decode, chunk, halo, write,
+                                   predictor.plan.convention.offsets)
 
         count: list[int] = []
         atomic_write(out, lambda target: count.append(write_all(target)))

@@ -9,8 +9,8 @@ mirrorings of each window (nnU-Net's default), at 8 times the cost.
 import itertools
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -23,10 +23,11 @@ from monai.inferers import sliding_window_inference
 
 from medseg.data.io import NIFTI, Volume, suffix
 from medseg.data.plan import Plan
-from medseg.em.decode import DEFAULT_DECODE, DecodeParams, decode
+from medseg.em.decode import DecodeParams, decode
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
 from medseg.inference.qc import uncertainty as qc_uncertainty
+from medseg.inference.voxels import resampling, stored_voxel_size, zoom, zoom_back
 from medseg.models import bundled_fingerprint, resolve_model
 from medseg.models.loading import build_model, load_checkpoint
 from medseg.runtime import autocast_dtype, pick_device, prepare_net
@@ -83,19 +84,27 @@ class Predictor:
 
     model: a checkpoint path, or the name of a bundled model (`medseg models`).
     channels_last / compile: medseg.runtime.prepare_net (None: the faster memory format for the device).
-    decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode); unused by other models.
+    decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode): DecodeParams as they are, or a
+        mapping of overrides of what the model's plan stores (None: the plan's, else DecodeParams' defaults).
     keep_largest: keep only the largest foreground component of label maps (None: what the model's plan says).
+    voxel_size: EM stacks' (z, y, x) voxel size in nm (None: an HDF5 file's `resolution` attribute, else the
+        model's); a volume whose voxel size differs from the model's by more than 1 % is resampled to the model's
+        for the network and its maps back to the input grid (medseg.inference.voxels).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
-                 channels_last: bool | None = None, compile: bool = False, decode: DecodeParams = DEFAULT_DECODE,
-                 keep_largest: bool | None = None):
+                 channels_last: bool | None = None, compile: bool = False,
+                 decode: DecodeParams | Mapping | None = None, keep_largest: bool | None = None,
+                 voxel_size: Sequence[float] | None = None):
         if not 0 <= overlap < 1:
             raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
         self.source = resolve_model(model)
         self.plan, state = load_checkpoint(self.source)
         self.keep_largest = self.plan.keep_largest if keep_largest is None else keep_largest
-        self.device, self.overlap, self.tta, self.decode = pick_device(device), overlap, tta, decode
+        self.device, self.overlap, self.tta = pick_device(device), overlap, tta
+        self.voxel_size = tuple(voxel_size) if voxel_size else None
+        stored = DecodeParams(**(self.plan.decode or {}))
+        self.decode = decode if isinstance(decode, DecodeParams) else replace(stored, **(decode or {}))
         self.net = prepare_net(build_model(self.plan, state, self.source), self.device, channels_last, compile,
                                (2, len(self.plan.modalities), *self.plan.patch_size), autocast_dtype(self.device))
         self.preprocess = T.Compose(self.plan.preprocessing())
@@ -116,7 +125,8 @@ class Predictor:
         picked = self.channels(files, channels)
         image, reference = self.plan.loader().read_image([c.path for c in picked], [c.index for c in picked])
         qc = qc and not self.plan.convention.instances  # EM boundary maps are not regions: no QC
-        out, extra = self.probabilities(image, reference.path, qc)
+        factors = resampling(self.voxel_size or stored_voxel_size(reference.path), self.plan.voxel_size)
+        out, extra = self.probabilities(image, reference.path, qc, factors)
         if out.shape[1:] != reference.array.shape[:3]:
             raise MedsegError(f"internal error: prediction grid {out.shape[1:]} != input {reference.array.shape[:3]}")
         return CasePrediction(out, reference, image.numpy(), picked, **extra, seconds=time.perf_counter() - start)
@@ -133,9 +143,18 @@ class Predictor:
         out, extra = self.probabilities(tensor, reference.path, qc and not self.plan.convention.instances)
         return CasePrediction(out, reference, image, channels, **extra, seconds=time.perf_counter() - start)
 
-    def probabilities(self, image: MetaTensor, where: Path, qc: bool = False) -> tuple[np.ndarray, dict]:
+    def probabilities(self, image: MetaTensor, where: Path, qc: bool = False,
+                      factors: Sequence[float] | None = None) -> tuple[np.ndarray, dict]:
         """(C, X, Y, Z) image with its affine -> (R, X, Y, Z) float32 probabilities on the same grid, and with `qc`
-        the CasePrediction fields of quality control (members, network_image, spacing, uncertainty)."""
+        the CasePrediction fields of quality control (members, network_image, spacing, uncertainty).
+
+        factors: (x, y, z) zoom to the model's voxel size (medseg.inference.voxels.resampling), None for none.
+        """
+        if factors is not None:
+            out, extra = self.probabilities(zoom(image, factors), where, qc)
+            if "uncertainty" in extra:
+                extra["uncertainty"] = zoom_back(extra["uncertainty"], image.shape[1:])
+            return zoom_back(out, image.shape[1:]), extra
         data = self.preprocess({"image": image})
         x = data["image"][None].as_tensor()
         logits = infer(self.net, x, self.plan.patch_size, self.overlap, self.device, self.tta, members=qc)
@@ -168,7 +187,7 @@ class Predictor:
         uint32 neuron ids decoded from the boundary/affinity maps."""
         convention = self.plan.convention
         if convention.instances:
-            return decode(prediction.probabilities, convention.targets, self.decode)
+            return decode(prediction.probabilities, convention.targets, self.decode, convention.offsets)
         labels = convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
         return largest_component(labels) if self.keep_largest else labels
 

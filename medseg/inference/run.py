@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from medseg.data.io import HDF5, TIFF, is_image, stem, suffix, write_mask
-from medseg.em.decode import DEFAULT_DECODE, DecodeParams, boundary_map
+from medseg.em.decode import DecodeParams, boundary_map
 from medseg.errors import MedsegError
 from medseg.evaluation.metrics import prediction_regions
 from medseg.inference import dicom
@@ -63,8 +63,8 @@ FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".
 
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
             overlap: float = 0.5, tta: bool = False, channels_last: bool | None = None, compile: bool = False,
-            options: Options | None = None, decode: DecodeParams = DEFAULT_DECODE,
-            keep_largest: bool | None = None) -> int:
+            options: Options | None = None, decode: DecodeParams | dict | None = None,
+            keep_largest: bool | None = None, voxel_size: list[float] | None = None) -> int:
     """Segment one case or a folder of cases; returns the exit code (2 when any case failed)."""
     options = options or Options()
     paths = [Path(p) for p in inputs]
@@ -88,7 +88,7 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
         raise MedsegError("give one case folder, one folder of cases, or image files only")
     model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
     predictor = load_predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                               compile=compile, decode=decode, keep_largest=keep_largest)
+                               compile=compile, decode=decode, keep_largest=keep_largest, voxel_size=voxel_size)
     if options.chunk:
         if isinstance(predictor, Ensemble):
             raise MedsegError("--chunk takes a single model, not an ensemble")

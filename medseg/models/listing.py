@@ -19,8 +19,13 @@ def list_models() -> int:
         print(f"  outputs: {card['outputs']} (regions {', '.join(plan.regions)}; convention {plan.label_convention})")
         print(f"  network: {plan.arch} with {plan.net['block']} blocks, widths {plan.net['channels']}; "
               f"predicts at {grid}")
+        if plan.decode:
+            print(f"  decoding: {', '.join(f'{k} {v}' for k, v in plan.decode.items())} (chosen on validation data; "
+                  "medseg predict flags override)")
         if plan.keep_largest:
             print("  postprocessing: only the largest connected lesion is kept (--no-keep-largest turns it off)")
         print(f"  measured: {card['measured']}")
+        if "budget" in card:
+            print(f"  training: {card['budget']}")
         print(f"  data / licence: {card['licence']}")
     return 0

@@ -33,6 +33,8 @@ def checkpoint_dir(root: str | None) -> str:
 class MedsegCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--ckpt_path", default=None, help="resume from a checkpoint ('last' for the newest)")
+        parser.add_argument("--tune_decoding", type=bool, default=True, help="EM neuron models: choose the decoding "
+                            "on the validation volumes after training and store it in best.ckpt (training.decoding)")
         parser.link_arguments("data.modalities", "model.modalities")
         parser.link_arguments("data.label_convention", "model.label_convention")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
@@ -118,4 +120,9 @@ def fit(cli: TrainCLI) -> None:
             print("best.ckpt and last.ckpt: the final model")
         else:
             print(f"best {ckpt.monitor}: {best:.4f}" if best is not None else "no validation ran: no best.ckpt")
+        if cli.datamodule.convention.instances and ckpt.best_model_path and cli.config["tune_decoding"]:
+            from medseg.training.decoding import tune_checkpoint  # EM neurons: the decoding chosen on validation data
+
+            params = tune_checkpoint(Path(ckpt.best_model_path), cli.datamodule.cases()[1])
+            print(f"decoding chosen on the validation data, stored in best.ckpt: {params}")
         print(f"checkpoints: {ckpt.dirpath}")

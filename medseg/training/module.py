@@ -118,7 +118,8 @@ class SegModule(pl.LightningModule):
                                           mode="gaussian")
         index = batch["index"][:, None].float()
         if self.convention.instances:
-            ids = decode(logits[0].float().sigmoid().cpu().numpy(), self.convention.targets)
+            ids = decode(logits[0].float().sigmoid().cpu().numpy(), self.convention.targets,
+                         offsets=self.convention.offsets)
             scores = instance_metrics(ids, batch["label"][0, 0].cpu().numpy())
             row = torch.tensor([[scores[k] for k in INSTANCE_SCORES]]).to(index)
             self.val_rows.append(torch.cat([index, row], dim=1))

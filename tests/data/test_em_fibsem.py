@@ -39,7 +39,7 @@ def test_training_chooses_best_by_adapted_rand_error(fibsem_run):
     callback = next(v for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k)
     assert callback["monitor"] == "val/adapted_rand_error"
     assert 0 <= float(callback["best_model_score"]) <= 1
-    assert ckpt["medseg"]["label_convention"] == "em_boundary" and ckpt["medseg"]["regions"] == ["boundary"]
+    assert ckpt["medseg"]["label_convention"] == "em_affinity_lr" and len(ckpt["medseg"]["regions"]) == 9
 
 
 def test_predict_writes_neuron_ids_as_tiff_hdf5_and_nifti(fibsem_run, tmp_path):
@@ -56,7 +56,7 @@ def test_predict_writes_neuron_ids_as_tiff_hdf5_and_nifti(fibsem_run, tmp_path):
         np.testing.assert_array_equal(f["main"][()], tif)
         np.testing.assert_allclose(f["main"].attrs["resolution"], (10, 10, 10))
     with h5py.File(tmp_path / "p-tif.h5") as f:
-        assert f["main"].shape == (1, *raw.shape) and 0 <= f["main"][()].min() <= f["main"][()].max() <= 1
+        assert f["main"].shape == (9, *raw.shape) and 0 <= f["main"][()].min() <= f["main"][()].max() <= 1
     nii = nib.load(tmp_path / "ids.nii.gz")
     np.testing.assert_array_equal(np.asarray(nii.dataobj), tif.transpose(2, 1, 0))
     np.testing.assert_allclose(nii.header.get_zooms(), (0.01, 0.01, 0.01), rtol=1e-6)  # micrometres

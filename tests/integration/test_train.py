@@ -21,7 +21,8 @@ def test_every_recipe_parses(capsys, recipe):
     config = print_config(capsys, "--config", str(REPO / "configs" / recipe))
     assert config["data"]["modalities"] and config["data"]["label_convention"]
     assert "modalities" not in config["model"]  # linked from data, so not set twice
-    neurons = config["data"]["label_convention"] in ("em_boundary", "em_affinity")  # ranked by adapted Rand error
+    # EM neurons: ranked by adapted Rand error
+    neurons = config["data"]["label_convention"] in ("em_boundary", "em_affinity", "em_affinity_lr")
     expected = ("val/adapted_rand_error", "min") if neurons else ("val/dice_mean", "max")
     assert (config["checkpoint"]["monitor"], config["checkpoint"]["mode"]) == expected
     assert config["trainer"]["logger"]["class_path"].endswith("WandbLogger")

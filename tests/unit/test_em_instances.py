@@ -116,7 +116,8 @@ def test_relabel_takes_the_written_id_of_the_largest_overlap():
 
 
 
-FAST = ["--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+FAST = ["--tune_decoding=false", "--trainer.accelerator=cpu", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
         "--trainer.max_steps=2", "--trainer.max_time=null", "--data.patch_size=[32, 32, 16]",
         "--data.samples_per_case=1", "--model.channels=[4, 8, 16]", "--model.strides=[1, 2, 2]",
         "--model.kernel_sizes=[3, 3, 3]"]

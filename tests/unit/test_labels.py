@@ -55,7 +55,7 @@ def test_unknown_convention_lists_choices():
     with pytest.raises(ValueError, match=r"did you mean 'brats2013'\? choose one of \[.*'brats2023'"):
         get_convention("brats_2013")
     assert set(CONVENTIONS) == {"brats2021", "brats2013", "brats2023", "msd", "em_membrane", "em_boundary",
-                                "em_affinity"}
+                                "em_affinity", "em_affinity_lr"}
 
 
 def test_em_masks_are_written_in_the_documented_convention(tmp_path):
