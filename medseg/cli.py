@@ -62,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--instances", action="store_true", help="EM neuron-id volumes: VOI split/merge, adapted Rand")
     e.add_argument("--csv", help="write a row per case and region to this CSV file")
     e.add_argument("--json", help="write per-case scores and their summary to this JSON file")
+    r = sub.add_parser("robustness", help="Dice and far false positives of a model on labelled cases perturbed as "
+                                          "other sites differ (intensity, gamma, bias, noise, resolution, FOV, ...)")
+    r.add_argument("--model", default="brats", help="bundled model name or checkpoint (default: brats)")
+    r.add_argument("--datalist", required=True, help="MSD-style JSON; images in the model's channel order + label")
+    r.add_argument("--cases", nargs="*", default=[], help="case names in the datalist (default: all)")
+    r.add_argument("--heldout", nargs="*", default=[], help="which of the cases the model never saw (reported)")
+    r.add_argument("--perturbations", nargs="*", default=[], help="names (default: all; see docs/robustness.md)")
+    r.add_argument("--label-convention", default="brats2013", help="the labels' convention (default: brats2013)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random perturbations (default: 0)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    r.add_argument("--output", help="write the scores as JSON here")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -167,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
                                     args.csv, args.json)
+        if command == "robustness":
+            from medseg.evaluation.robustness import robustness_command
+
+            return robustness_command(args.model, args.datalist, args.cases, args.perturbations, args.output,
+                                      args.heldout, args.label_convention, args.seed, args.device, argv[1:])
         if command == "bench":
             from medseg.bench import bench
 

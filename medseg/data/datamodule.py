@@ -3,7 +3,6 @@
 import logging
 import random
 from pathlib import Path
-from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -14,7 +13,7 @@ from torch.utils.data import WeightedRandomSampler
 from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
-from medseg.data.transforms import Augmentation, augment
+from medseg.data.transforms import Augmentation, Normalization, augment
 from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
 from medseg.labels import ConventionName, get_convention
@@ -36,13 +35,17 @@ class SegDataModule(pl.LightningDataModule):
         spacing: target voxel spacing (mm, in RAS axis order) or null to keep the native grid.
         voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
         crop_foreground: crop to the non-zero box (skull-stripped MRI); off for EM.
-        normalize: z-score over non-zero voxels (`nonzero`, MRI) or over all voxels (`all`, EM).
+        normalize: z-score over non-zero voxels (`nonzero`, MRI; `nonzero_clip` clips them to their 0.5/99.5
+            percentiles first) or over all voxels (`all`, EM). Stored in the plan: predict normalises the same way.
         patch_size: training patch and sliding-window size, in voxels after resampling.
         samples_per_case: patches drawn per case per step (the batch is batch_size x samples_per_case).
         steps_per_epoch: draw this many batches per epoch (cases sampled with replacement), for datasets of one
             or a few large volumes (EM); null = one pass over the training cases.
         augmentation: `light` (flips, small intensity jitter) or `nnunet` (adds rotation and scaling, noise, blur,
-            brightness, contrast, low-resolution simulation and gamma, as nnU-Net does) for scans from other sites.
+            brightness, contrast, low-resolution simulation and gamma, as nnU-Net does) for scans from other sites;
+            `sites` adds a bias field, per-channel brightness and inverted gamma on top.
+        negatives: patches centred away from the label per patch centred on it (1: half and half); more shows
+            the model more tumour-free brain.
         val_cases: cases held out for validation when the datalist has no `validation` list.
         cache: where preprocessed cases are kept: `ram` (cache_rate of them), `disk` (for data larger than RAM) or
             `none` (preprocess every case at every step).
@@ -58,12 +61,13 @@ class SegDataModule(pl.LightningDataModule):
         spacing: list[float] | None = None,
         voxel_size: list[float] | None = None,
         crop_foreground: bool = True,
-        normalize: Literal["nonzero", "all"] = "nonzero",
+        normalize: Normalization = "nonzero",
         patch_size: list[int] = [64, 64, 64],  # noqa: B006
         batch_size: int = 1,
         samples_per_case: int = 2,
         steps_per_epoch: int | None = None,
         augmentation: Augmentation = "light",
+        negatives: float = 1.0,
         ignore_unlabelled: bool = False,
         val_cases: int = 1,
         num_workers: int = 0,
@@ -110,7 +114,8 @@ class SegDataModule(pl.LightningDataModule):
         log.info("training on %d cases, validating on %s", len(train), [c["case"] for c in val])
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
-        sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
+        sampling = augment(h.patch_size, h.samples_per_case, h.normalize.startswith("nonzero"), h.augmentation,
+                           h.negatives)
         if self.convention.instances:
             sampling.append(InstanceTargetsd(self.convention.targets, h.ignore_unlabelled))
         train_tf = T.Compose([*self.preprocessed().transforms, *sampling])

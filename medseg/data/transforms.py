@@ -95,15 +95,42 @@ def background_to_zero(image: torch.Tensor) -> torch.Tensor:
     return image - image.amin(dim=(1, 2, 3), keepdim=True)  # (C, X, Y, Z) - (C, 1, 1, 1)
 
 
+class ClipNonzeroPercentilesd(T.MapTransform):
+    """Clip each channel's non-zero (brain) voxels to their own [lower, upper] percentiles, background left at 0:
+    the z-score that follows is then set by tissue, not by a site's bright vessels or dark outliers (nnU-Net clips
+    CT to its 0.5/99.5 percentiles for the same reason)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5):
+        super().__init__(["image"])
+        self.q = torch.tensor([lower / 100, upper / 100])
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        image = d["image"].clone()
+        for c in range(image.shape[0]):
+            brain = image[c] != 0
+            if brain.any():
+                values = image[c][brain]
+                lo, hi = torch.quantile(values[:: values.numel() // 2**24 + 1], self.q.to(values))  # size cap
+                image[c][brain] = values.clamp(lo, hi)
+        d["image"] = image
+        return d
+
+
+Normalization = Literal["nonzero", "nonzero_clip", "all"]
+
+
 def preprocess(
     keys: Sequence[str],
     spacing: Sequence[float] | None,
     crop_foreground: bool,
     normalize_nonzero: bool,
+    clip_percentiles: bool = False,
 ) -> list:
     """Deterministic preprocessing, invertible where it moves voxels: canonical orientation, spacing, crop, z-score.
 
-    With normalize_nonzero (MRI) the background is taken to be each channel's minimum and shifted to 0 first.
+    With normalize_nonzero (MRI) the background is taken to be each channel's minimum and shifted to 0 first;
+    clip_percentiles (`nonzero_clip`) clips the brain to its 0.5/99.5 percentiles before the z-score.
     """
     modes = ["bilinear", "nearest"][: len(keys)]
     steps = [T.Lambdad("image", background_to_zero)] if normalize_nonzero else []
@@ -113,6 +140,8 @@ def preprocess(
     if crop_foreground:
         steps.append(T.CropForegroundd(keys, source_key="image", select_fn=lambda x: x != 0, margin=2,
                                        allow_smaller=True))
+    if clip_percentiles:
+        steps.append(ClipNonzeroPercentilesd())
     steps.append(T.NormalizeIntensityd("image", nonzero=normalize_nonzero, channel_wise=True))
     return steps
 
@@ -131,20 +160,24 @@ class ForegroundMaskd(T.MapTransform):
         return d
 
 
-Augmentation = Literal["light", "nnunet"]
+Augmentation = Literal["light", "nnunet", "sites"]
 
 
 def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground: bool,
-            augmentation: Augmentation = "light") -> list:
-    """Patch sampling (half the patches centred on a labelled voxel), then flips and intensity changes.
+            augmentation: Augmentation = "light", negatives: float = 1.0) -> list:
+    """Patch sampling (1 patch centred on a labelled voxel per `negatives` centred elsewhere), then flips and
+    intensity changes.
 
     Negative centres come from the foreground: the non-zero brain for MRI (`nonzero_foreground`), the whole
-    volume otherwise (EM). `nnunet` adds nnU-Net's spatial and intensity augmentation (rotation and scaling,
-    Gaussian noise and blur, brightness, contrast, low-resolution simulation, gamma) with its probabilities, for
-    models that must work on scans from other sites; `light` keeps flips and a small intensity jitter.
+    volume otherwise (EM); more of them (`negatives` > 1) shows the model more tumour-free brain. `nnunet` adds
+    nnU-Net's spatial and intensity augmentation (rotation and scaling, Gaussian noise and blur, brightness,
+    contrast, low-resolution simulation, gamma) with its probabilities, for models that must work on scans from
+    other sites; `sites` adds to it what differs between MRI sites and nnU-Net leaves out: a smooth bias field,
+    per-channel brightness and gamma on the inverted image (offsets and global scale the z-score removes);
+    `light` keeps flips and a small intensity jitter.
     """
     keys = ["image", "label"]
-    crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=1,
+    crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=negatives,
                                     num_samples=samples_per_case, image_threshold=0,
                                     image_key="foreground" if nonzero_foreground else None)
     if nonzero_foreground:
@@ -158,6 +191,11 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
             T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
             T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         ]
+    sites = [
+        T.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.2), degree=3),  # multiplies: background stays 0
+        T.RandScaleIntensityd("image", factors=0.2, prob=0.2, channel_wise=True),  # one channel brighter
+        T.RandAdjustContrastd("image", prob=0.15, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+    ] if augmentation == "sites" else []
     return sampling + [
         T.RandAffined(keys, prob=0.2, rotate_range=[math.pi / 6] * 3, scale_range=[(-0.3, 0.4)] * 3,
                       mode=["bilinear", "nearest"], padding_mode="zeros", spatial_size=patch_size),
@@ -167,5 +205,6 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
         T.RandScaleIntensityFixedMeand("image", factors=0.25, prob=0.15),  # contrast around the mean
         T.RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
         T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),  # gamma, on the patch's min-max range
+        *sites,
         *flips,
     ]
