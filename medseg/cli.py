@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the random perturbations (default: 0)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     r.add_argument("--output", help="write the scores as JSON here")
+    r.add_argument("--compare", help="an earlier run's JSON (another model): print both side by side")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.evaluation.robustness import robustness_command
 
             return robustness_command(args.model, args.datalist, args.cases, args.perturbations, args.output,
-                                      args.heldout, args.label_convention, args.seed, args.device, argv[1:])
+                                      args.heldout, args.label_convention, args.seed, args.device, argv[1:],
+                                      args.compare)
         if command == "bench":
             from medseg.bench import bench
 

@@ -69,12 +69,17 @@ def _noise(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np
     return np.where(brain, image + 0.05 * scale[:, None, None, None] * unit, 0).astype(np.float32)
 
 
-def _thick_slices(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Acquired at 1x1x3 mm (3 slices averaged) and resampled back to the 1 mm grid, as many clinical scans are."""
-    shape = image.shape[1:]
-    down = T.Resize((shape[0], shape[1], math.ceil(shape[2] / 3)), mode="area")(torch.from_numpy(image))
-    up = np.asarray(T.Resize(shape, mode="trilinear")(down), dtype=np.float32)
-    return np.where(brain, up, 0).astype(np.float32)
+def _thick_slices(factor: int) -> Perturbation:
+    """Acquired with `factor` times thicker axial slices (that many averaged) and resampled back to the grid, as
+    clinical scans are (TCGA's FLAIR often has 5-6 mm slices)."""
+
+    def apply(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        shape = image.shape[1:]
+        down = T.Resize((shape[0], shape[1], math.ceil(shape[2] / factor)), mode="area")(torch.from_numpy(image))
+        up = np.asarray(T.Resize(shape, mode="trilinear")(down), dtype=np.float32)
+        return np.where(brain, up, 0).astype(np.float32)
+
+    return apply
 
 
 def _skull_margin(voxels: int) -> Perturbation:
@@ -102,7 +107,8 @@ PERTURBATIONS: dict[str, Perturbation | None] = {
     "bias field 0.3": _monai(T.RandBiasField(degree=3, coeff_range=(0.3, 0.3), prob=1.0)),
     "noise 5%": _noise,
     "blur 1 mm": _monai(T.GaussianSmooth(sigma=1.0)),
-    "1x1x3 mm and back": _thick_slices,
+    "1x1x3 mm and back": _thick_slices(3),
+    "1x1x6 mm and back": _thick_slices(6),
     "3 cm slab (FOV)": None,  # made in perturb(): it needs the tumour's position
     "skull strip -3 mm": _skull_margin(-MARGIN_VOXELS),
     "skull strip +3 mm": _skull_margin(MARGIN_VOXELS),
@@ -248,10 +254,37 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_markdown(before: dict, after: dict) -> str:
+    """Side-by-side tables of two runs (before: the earlier model) over the cases and perturbations both have."""
+    lines = [f"before: `{before['model']}`; after: `{after['model']}`", ""]
+    for case, rows in after["cases"].items():
+        if case not in before["cases"]:
+            continue
+        lines += [f"**{case}** (before: {before['heldout'].get(case)}; after: {after['heldout'].get(case)})", "",
+                  "| perturbation | WT Dice before → after | TC | ET | WT > 5 voxels from the tumour (mL) |",
+                  "|---|---|---|---|---|"]
+        for name, s in rows.items():
+            b = before["cases"][case].get(name)
+            if b is None:
+                continue
+            lines.append(f"| {name} | {b['dice_wt']:.3f} → {s['dice_wt']:.3f} | {b['dice_tc']:.3f} → "
+                         f"{s['dice_tc']:.3f} | {b['dice_et']:.3f} → {s['dice_et']:.3f} | "
+                         f"{b['wt_far_fp_ml']:.1f} → {s['wt_far_fp_ml']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def robustness_command(model: str, datalist: str, cases: Sequence[str], perturbations: Sequence[str],
                        output: str | None, heldout: Sequence[str], convention: str, seed: int, device: str,
-                       argv: Sequence[str]) -> int:
-    """`medseg robustness`: run, write the JSON (with the command line and which cases were held out), print."""
+                       argv: Sequence[str], compare: str | None = None) -> int:
+    """`medseg robustness`: run, write the JSON (with the command line and which cases were held out), print the
+    tables (with `compare`, an earlier run's JSON, side by side with it)."""
+    before = None
+    if compare:
+        try:
+            before = json.loads(Path(compare).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise MedsegError(f"{compare}: not a robustness JSON ({e})") from None
     scores = robustness(model, datalist, cases, perturbations, convention, seed, device)
     roles = {c: ("held out from this model's training" if c in heldout else "in this model's training set")
              for c in scores}
@@ -259,5 +292,5 @@ def robustness_command(model: str, datalist: str, cases: Sequence[str], perturba
               "heldout": roles, "cases": scores}
     if output:
         atomic_write(Path(output), lambda p: p.write_text(json.dumps(result, indent=1)))
-    print(markdown(result))
+    print(compare_markdown(before, result) if before else markdown(result))
     return 0

@@ -142,3 +142,11 @@ def test_sites_augmentation_draws_more_brain_patches(case):
     assert len(out) == 30 and out[0]["image"].shape == (2, 16, 16, 16)
     centred = sum(bool(o["label"][0, 8, 8, 8] > 0) for o in out)  # flips keep the centre voxel in place
     assert centred < 20  # about a third (pos 1 : neg 2), well under the half of pos 1 : neg 1
+
+
+def test_cli_rejects_an_unknown_perturbation(tmp_path, capsys):
+    from medseg.cli import main
+
+    assert main(["robustness", "--datalist", str(tmp_path / "none.json"), "--perturbations", "gamma 9"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown perturbations ['gamma 9']") and "Traceback" not in err
