@@ -33,7 +33,7 @@ class Plan:
         spacing: target voxel spacing (mm, RAS order) or None for the native grid.
         voxel_size: (z, y, x) nm of EM stacks, which carry no geometry.
         crop_foreground / normalize: crop to the non-zero box; z-score over non-zero voxels (`nonzero_clip`: after
-            clipping them to their 0.5/99.5 percentiles) or all voxels.
+            clipping them to their 0.5/99.5 percentiles; `nonzero_robust`: median and IQR instead) or all voxels.
         patch_size: training patch and sliding-window size, in voxels after resampling.
         arch / net: the network (medseg.nets.build_net arguments); empty while only the data side is known.
         keep_largest: postprocessing of the label map: keep only the largest connected component of the foreground
@@ -78,7 +78,7 @@ class Plan:
         """The deterministic chain after loading: orientation, spacing, crop, normalisation (invertible)."""
         keys = ["image", "label"] if with_label else ["image"]
         return preprocess(keys, self.spacing, self.crop_foreground, self.normalize.startswith("nonzero"),
-                          self.normalize == "nonzero_clip")
+                          self.normalize == "nonzero_clip", self.normalize == "nonzero_robust")
 
     def case_transform(self, with_label: bool = False) -> T.Compose:
         """Files -> normalised (C, X, Y, Z) image (and (R, X, Y, Z) region masks, or (1, X, Y, Z) neuron ids):

@@ -40,7 +40,8 @@ def main() -> None:
     spec = {"training": [c for c in every if c["case"] not in args.heldout],
             "validation": [c for c in every if c["case"] in (args.heldout or [args.monitor])]}
     args.output.write_text(json.dumps(spec, indent=1))
-    print(f"{args.output}: {len(spec['training'])} training, {len(spec['validation'])} held-out cases")
+    held = f"{len(spec['validation'])} held-out" if args.heldout else f"monitoring {args.monitor} (trained on)"
+    print(f"{args.output}: {len(spec['training'])} training cases, {held}")
 
 
 if __name__ == "__main__":

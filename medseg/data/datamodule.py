@@ -36,7 +36,8 @@ class SegDataModule(pl.LightningDataModule):
         voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
         crop_foreground: crop to the non-zero box (skull-stripped MRI); off for EM.
         normalize: z-score over non-zero voxels (`nonzero`, MRI; `nonzero_clip` clips them to their 0.5/99.5
-            percentiles first) or over all voxels (`all`, EM). Stored in the plan: predict normalises the same way.
+            percentiles first; `nonzero_robust` uses their median and IQR, which a tumour moves far less) or over
+            all voxels (`all`, EM). Stored in the plan: predict normalises the same way.
         patch_size: training patch and sliding-window size, in voxels after resampling.
         samples_per_case: patches drawn per case per step (the batch is batch_size x samples_per_case).
         steps_per_epoch: draw this many batches per epoch (cases sampled with replacement), for datasets of one
