@@ -47,6 +47,8 @@ class SegDataModule(pl.LightningDataModule):
             `sites` adds a bias field, per-channel brightness and inverted gamma on top.
         negatives: patches centred away from the label per patch centred on it (1: half and half); more shows
             the model more tumour-free brain.
+        healthy_mirror: probability that a drawn MRI case is replaced by its healthier hemisphere mirrored over
+            the other (a brain with little or no tumour, labelled accordingly).
         val_cases: cases held out for validation when the datalist has no `validation` list.
         cache: where preprocessed cases are kept: `ram` (cache_rate of them), `disk` (for data larger than RAM) or
             `none` (preprocess every case at every step).
@@ -69,6 +71,7 @@ class SegDataModule(pl.LightningDataModule):
         steps_per_epoch: int | None = None,
         augmentation: Augmentation = "light",
         negatives: float = 1.0,
+        healthy_mirror: float = 0.0,
         ignore_unlabelled: bool = False,
         val_cases: int = 1,
         num_workers: int = 0,
@@ -116,7 +119,7 @@ class SegDataModule(pl.LightningDataModule):
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
         sampling = augment(h.patch_size, h.samples_per_case, h.normalize.startswith("nonzero"), h.augmentation,
-                           h.negatives)
+                           h.negatives, h.healthy_mirror)
         if self.convention.instances:
             sampling.append(InstanceTargetsd(self.convention.targets, h.ignore_unlabelled))
         train_tf = T.Compose([*self.preprocessed().transforms, *sampling])

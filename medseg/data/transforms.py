@@ -190,11 +190,40 @@ class ForegroundMaskd(T.MapTransform):
         return d
 
 
+class RandHealthyMirrord(T.RandomizableTransform, T.MapTransform):
+    """With probability `prob`, mirror the hemisphere with less tumour over the other one (first axis: left-right
+    after the RAS reorientation), image and region masks together: a brain with little or no tumour, so that
+    the model also sees whole tumour-free brains and stops expecting a tumour in every scan. The training cases'
+    mirrors keep 0-57 mL of tumour (docs/robustness.md), labelled as mirrored."""
+
+    def __init__(self, prob: float):
+        T.MapTransform.__init__(self, ["image", "label"])
+        T.RandomizableTransform.__init__(self, prob)
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize(None)
+        if not self._do_transform:
+            return data
+        from medseg.evaluation.robustness import healthy_mirror
+
+        d = dict(data)
+        image, label = d["image"], d["label"]
+        brain = np.asarray((image != 0).any(dim=0))
+        if not brain.any():
+            return d
+        both = np.concatenate([np.asarray(image), np.asarray(label)])
+        mirrored, _, _ = healthy_mirror(both, np.asarray(label[0]) > 0, brain)
+        d["image"], d["label"] = image.clone(), label.clone()
+        d["image"][:] = torch.from_numpy(np.ascontiguousarray(mirrored[: image.shape[0]]))
+        d["label"][:] = torch.from_numpy(np.ascontiguousarray(mirrored[image.shape[0]:]))
+        return d
+
+
 Augmentation = Literal["light", "nnunet", "sites"]
 
 
 def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground: bool,
-            augmentation: Augmentation = "light", negatives: float = 1.0) -> list:
+            augmentation: Augmentation = "light", negatives: float = 1.0, healthy_mirror: float = 0.0) -> list:
     """Patch sampling (1 patch centred on a labelled voxel per `negatives` centred elsewhere), then flips and
     intensity changes.
 
@@ -204,7 +233,8 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
     contrast, low-resolution simulation, gamma) with its probabilities, for models that must work on scans from
     other sites; `sites` adds to it what differs between MRI sites and nnU-Net leaves out: a smooth bias field,
     per-channel brightness and gamma on the inverted image (offsets and global scale the z-score removes);
-    `light` keeps flips and a small intensity jitter.
+    `light` keeps flips and a small intensity jitter. `healthy_mirror`: probability of a tumour-free brain made by
+    RandHealthyMirrord first.
     """
     keys = ["image", "label"]
     crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=negatives,
@@ -213,6 +243,7 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
     if nonzero_foreground:
         sampling = [T.SpatialPadd(keys, spatial_size=patch_size), ForegroundMaskd(), crop,
                     T.DeleteItemsd("foreground")]
+        sampling = ([RandHealthyMirrord(healthy_mirror)] if healthy_mirror else []) + sampling
     else:
         sampling = [T.SpatialPadd(keys, spatial_size=patch_size), crop]
     flips = [T.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(3)]
