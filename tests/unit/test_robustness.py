@@ -150,3 +150,32 @@ def test_cli_rejects_an_unknown_perturbation(tmp_path, capsys):
     assert main(["robustness", "--datalist", str(tmp_path / "none.json"), "--perturbations", "gamma 9"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: unknown perturbations ['gamma 9']") and "Traceback" not in err
+
+
+def test_robust_normalisation_uses_median_and_iqr(case):
+    from medseg.data.transforms import RobustNormalizeNonzerod
+
+    image, label, brain = case
+    tumour = image.copy()
+    tumour[0][label > 0] = 1000.0  # a bright lesion: shifts mean and sd, barely median and IQR
+    out = RobustNormalizeNonzerod()({"image": MetaTensor(torch.from_numpy(tumour))})["image"].numpy()
+    assert not out[:, ~brain].any()
+    q1, median, q3 = np.percentile(out[0][brain], [25, 50, 75])
+    assert abs(median) < 1e-3 and (q3 - q1) == pytest.approx(1.349, rel=1e-3)
+    plain = RobustNormalizeNonzerod()({"image": MetaTensor(torch.from_numpy(image))})["image"].numpy()
+    normal = brain & (label == 0)
+    assert np.abs(out[0][normal] - plain[0][normal]).mean() < 0.05  # normal tissue keeps its values
+
+
+def test_rand_healthy_mirror_makes_a_tumour_free_training_brain(case):
+    from medseg.data.transforms import RandHealthyMirrord
+
+    image, label, brain = case
+    regions = np.stack([label > 0, label == 4, label == 4]).astype(np.float32)
+    data = {"image": MetaTensor(torch.from_numpy(image)), "label": MetaTensor(torch.from_numpy(regions))}
+    out = RandHealthyMirrord(1.0)(data)
+    assert isinstance(out["image"], MetaTensor) and out["image"].shape == image.shape
+    assert out["label"].sum() == 0  # the one-sided tumour is gone, image and label mirrored together
+    assert np.array_equal(out["image"].numpy()[:, 3:20], out["image"].numpy()[:, 36:19:-1])
+    assert RandHealthyMirrord(0.0)(data) is data  # never applied at probability 0
+    assert np.array_equal(data["image"].numpy(), image)  # the input is not modified
