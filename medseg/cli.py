@@ -5,9 +5,12 @@ Bad input → one `error: …` line on stderr and exit code 2 (`--debug` shows t
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from medseg import __version__
+from medseg.em.params import DEFAULT_DECODE
 from medseg.errors import MedsegError
+from medseg.labels import BRATS_MODALITIES, CONVENTIONS, DEFAULT_CONVENTION
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,19 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network in channels_last_3d (default: on for CPU, where it is faster)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (warm-up time is reported)")
     em = p.add_argument_group("EM neuron models (em_boundary / em_affinity): decoding to ids, medseg.em.decode")
-    em.add_argument("--min-distance", type=int, default=3, help="seeds closer than this many voxels are one "
-                    "(default: 3; larger merges more)")
-    em.add_argument("--min-size", type=int, default=64, help="segments below this many voxels join a neighbour "
-                    "(default: 64)")
+    em.add_argument("--min-distance", type=int, help="seeds closer than this many voxels are one "
+                    f"(default: {DEFAULT_DECODE.min_distance}; larger merges more)")
+    em.add_argument("--min-size", type=int, help="segments below this many voxels join a neighbour "
+                    f"(default: {DEFAULT_DECODE.min_size})")
     em.add_argument("--chunk", type=int, metavar="SECTIONS", help="an HDF5 volume larger than memory: predict and "
                     "decode this many z sections at a time into an HDF5 id volume (ids joined across slabs)")
-    em.add_argument("--merge-below", type=float, default=0.35, help="merge neighbours whose contact has a mean "
-                    "boundary probability below this (default: 0.35; 0 turns merging off)")
+    em.add_argument("--merge-below", type=float, help="merge neighbours whose contact has a mean "
+                    f"boundary probability below this (default: {DEFAULT_DECODE.merge_below}; 0 turns merging off)")
     sub.add_parser("models", help="list the bundled models: inputs, outputs, measured Dice, licence")
     e = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes (EM: VOI, adapted Rand, membrane F1)")
     e.add_argument("pred", help="predicted label map, or a folder of them (<case>_pred.nii.gz, <case>.nii.gz, ...)")
     e.add_argument("gt", help="ground truth file or folder (<case>_seg.nii.gz files or BraTS case folders)")
-    e.add_argument("--label-convention", default="brats2021", help="label convention of both (default: brats2021)")
+    e.add_argument("--label-convention", default=DEFAULT_CONVENTION,
+                   help=f"label convention of both: {', '.join(CONVENTIONS)} (default: {DEFAULT_CONVENTION})")
     e.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
     e.add_argument("--instances", action="store_true", help="EM neuron-id volumes: VOI split/merge, adapted Rand")
     e.add_argument("--csv", help="write a row per case and region to this CSV file")
@@ -106,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "print a fingerprint (shapes, spacings, labels, intensities)")
     c.add_argument("--root", help="BraTS-layout folder <root>/<case>/<case>_<modality>.nii.gz + <case>_seg.nii.gz")
     c.add_argument("--datalist", help="MSD-style JSON with training (and validation) lists")
-    c.add_argument("--modalities", nargs="+", default=["t1", "t1ce", "t2", "flair"],
-                   help="channel names, as --data.modalities (default: t1 t1ce t2 flair)")
-    c.add_argument("--label-convention", default="brats2021", help="as --data.label_convention (default: brats2021)")
+    c.add_argument("--modalities", nargs="+", default=BRATS_MODALITIES,
+                   help=f"channel names, as --data.modalities (default: {' '.join(BRATS_MODALITIES)})")
+    c.add_argument("--label-convention", default=DEFAULT_CONVENTION,
+                   help=f"as --data.label_convention: {', '.join(CONVENTIONS)} (default: {DEFAULT_CONVENTION})")
     c.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="EM voxel size in nm")
     c.add_argument("--json", help="also write the fingerprint and the problems to this JSON file")
     return parser
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
     try:
         if command == "train":
-            from medseg.train import train
+            from medseg.training.cli import train
 
             return train(rest)
         if command == "search":
@@ -160,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return search(rest)
         if command == "predict":
-            from medseg.em.decode import DecodeParams
-            from medseg.predict import Options, predict
+            from medseg.inference.run import Options, predict
 
-            options = Options(args.overwrite, args.channels, args.save_probabilities, args.preview, args.stats,
-                              args.chunk)
-            decode = DecodeParams(min_distance=args.min_distance, min_size=args.min_size,
-                                  merge_below=args.merge_below or None)
+            options = Options(overwrite=args.overwrite, channels=args.channels, probabilities=args.save_probabilities,
+                              preview=args.preview, stats=args.stats, chunk=args.chunk)
+            given = {"min_distance": args.min_distance, "min_size": args.min_size, "merge_below": args.merge_below}
+            decode = replace(DEFAULT_DECODE, **{k: v for k, v in given.items() if v is not None})
+            if decode.merge_below == 0:
+                decode = replace(decode, merge_below=None)  # 0: no merging
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
                            tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options,
                            decode=decode, keep_largest=args.keep_largest)
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return list_models()
         if command == "evaluate":
-            from medseg.evaluate import evaluate_command
+            from medseg.evaluation.evaluate import evaluate_command
 
             return evaluate_command(args.pred, args.gt, args.label_convention, args.tolerance, args.instances,
                                     args.csv, args.json)
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.heldout, args.label_convention, args.seed, args.device, argv[1:],
                                       args.compare)
         if command == "bench":
-            from medseg.bench import bench
+            from medseg.bench.run import bench
 
             bench(args.config, args.archs, args.blocks, shape=args.shape, repeats=args.repeats,
                   device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                   block_kwargs=block_settings(args.block_kwargs))
             return 0
         if command == "check-data":
-            from medseg.check_data import check_data
+            from medseg.data.fingerprint import check_data
 
             return check_data(args.root, args.datalist, args.modalities, args.label_convention, args.voxel_size,
                               args.json)

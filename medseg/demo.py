@@ -7,9 +7,9 @@ import numpy as np
 
 from medseg import resources
 from medseg.data.io import write_mask
+from medseg.evaluation.metrics import evaluate_case
 from medseg.inference.predictor import Predictor
-from medseg.metrics import evaluate_case
-from medseg.train import train
+from medseg.training.cli import train
 
 
 def duration(minutes: float) -> str:

@@ -5,7 +5,7 @@ import os
 import torch
 
 from medseg.environment import cpu_count, gpus, shm_bytes, versions
-from medseg.tracking import wandb_account_configured
+from medseg.training.tracking import wandb_account_configured
 
 SHM_MIN = 2 * 2**30  # DataLoader workers hand every batch over in /dev/shm; Docker gives containers 64 MiB
 

@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from medseg.errors import MedsegError
 from medseg.registry import look_up
 
 
@@ -28,12 +29,12 @@ class Convention:
         return self.targets != "regions"
 
     def check(self, values: np.ndarray, where: str, training: bool = True) -> None:
-        """Raise ValueError naming `where` if a label value does not belong to this convention, or, for training,
+        """Raise MedsegError naming `where` if a label value does not belong to this convention, or, for training,
         if the value the target is made of is missing (an EM id volume without boundary voxels would train on
         nothing; a prediction or an evaluated volume may lack it)."""
         values = np.unique(values)
         if training and self.required is not None and self.required not in values:
-            raise ValueError(f"{where}: no voxel has label {self.required}, which the {self.name} convention trains "
+            raise MedsegError(f"{where}: no voxel has label {self.required}, which the {self.name} convention trains "
                              f"on ({', '.join(self.regions)}); the target would be empty")
         if self.labels is None:
             bad = values[(values < 0) | (values != np.round(values))]
@@ -41,7 +42,7 @@ class Convention:
             bad = np.setdiff1d(values, sorted(self.labels))
         if bad.size:
             allowed = "non-negative integers" if self.labels is None else sorted(self.labels)
-            raise ValueError(
+            raise MedsegError(
                 f"{where}: label values {bad.tolist()[:8]} do not belong to the {self.name} convention ({allowed})"
             )
 
@@ -87,6 +88,11 @@ CONVENTIONS: dict[str, Convention] = {
                               targets="affinity"),
 }
 ConventionName = Literal[tuple(CONVENTIONS)]
+
+
+# The BraTS layout training and check-data assume unless told otherwise: its convention and its four channels.
+DEFAULT_CONVENTION = "brats2021"
+BRATS_MODALITIES = ["t1", "t1ce", "t2", "flair"]
 
 
 def get_convention(name: str) -> Convention:

@@ -1,4 +1,11 @@
-"""Shared fixtures: synthetic BraTS-like cases written as real NIfTI files, and a tiny model trained through the CLI."""
+"""Shared fixtures: synthetic BraTS-like cases written as real NIfTI files, and a tiny model trained through the CLI.
+
+Tiers, by folder (markers added here, so `-m "not slow"` and a folder select the same tests):
+  tests/unit         fast: components on tiny synthetic data (`python -m pytest tests/unit`)
+  tests/integration  CLI training and prediction, DDP, the wheel, hadolint, experiments: marked integration, slow
+  tests/data         on the shared data sets (env MEDSEG_TEST_DATA, default <repo>/../shared/data; skipped with the
+                     reason when absent): marked data, slow
+"""
 
 import os
 import shutil
@@ -13,7 +20,8 @@ from medseg.cli import main
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("MEDSEG_TEST_DATA") or REPO.parent / "shared" / "data")
+TIER_MARKERS = {"integration": ("integration", "slow"), "data": ("data", "slow")}
 SHAPE = (32, 36, 28)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]])
 
@@ -85,11 +93,19 @@ def oracle(tmp_path_factory) -> dict[str, Path]:
     return write_oracles(tmp_path_factory.mktemp("oracle"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its tier folder."""
+    for item in items:
+        tier = Path(item.path).relative_to(REPO / "tests").parts[0]
+        for marker in TIER_MARKERS.get(tier, ()):
+            item.add_marker(marker)
+
+
 def shared(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test with the reason when the data is not there."""
+    """A path under the shared data (MEDSEG_TEST_DATA), or skip the test with the reason when it is not there."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
+        pytest.skip(f"shared data not available: {path} (set MEDSEG_TEST_DATA to the folder holding it)")
     return path
 
 

@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from medseg.data.plan import Plan
 from medseg.nets import build_net
-from medseg.plan import Plan
 from tests.conftest import SHAPE, synthetic_case
 
 NET = {"channels": [4, 8], "strides": [1, 2], "kernel_sizes": [3, 3], "block": "conv", "block_kwargs": {}}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain the bundled `brats` model with the site-robust recipe (issue 28) and, with EXPORT=1, export it.
 # It fine-tunes the earlier bundled model (medseg/models/brats.pt as of commit 164e732, itself trained by
-# scripts/bundle_model.py with brats_2013_pat0001_1 held out) rather than training from scratch: a from-scratch run
+# tools/bundle_model.py with brats_2013_pat0001_1 held out) rather than training from scratch: a from-scratch run
 # of this recipe needs ~1,000 steps, more than a shared 2-core machine gives in 25 min.
 #
 #   tools/train_bundled_brats.sh WORK [HELDOUT...]     # e.g. runs/brats-sites brats_2013_pat0001_1
@@ -24,7 +24,7 @@ INIT=164e732
 THREADS=${THREADS:-1}
 mkdir -p "$WORK"
 git show "$INIT:medseg/models/brats.pt" > "$WORK/init.pt"
-python scripts/brats_datalist.py "$SHARED" "$WORK/brats.json" --heldout "$@"
+python -m medseg.data.conversion.brats "$SHARED" "$WORK/brats.json" --heldout "$@"
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m medseg.cli train --config configs/brats.yaml \
   --data.datalist="$WORK/brats.json" --data.modalities="[flair, t1ce]" --data.label_convention=brats2013 \
   --model.block=pmscn --model.block_kwargs="{inner_act: true}" --model.deep_supervision=true \
@@ -33,5 +33,5 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m medseg.cli train --c
   --data.steps_per_epoch="$STEPS" --trainer.max_steps="$STEPS" --trainer.max_epochs=-1 --seed_everything=0 \
   --trainer.logger=false --trainer.default_root_dir="$WORK/run"
 if [ "${EXPORT:-0}" = 1 ]; then
-  python scripts/bundle_model.py brats --export-only "$WORK/run/checkpoints/last.ckpt"
+  python tools/bundle_model.py brats --export-only "$WORK/run/checkpoints/last.ckpt"
 fi

@@ -1,4 +1,4 @@
-"""CAKES: channel-wise automatic kernel shrinking (Yu, Li, Mei, Zhou, Yuille, AAAI 2021; blocks-spec §3).
+"""CAKES: channel-wise automatic kernel shrinking (Yu, Li, Mei, Zhou, Yuille, AAAI 2021; docs/specs/blocks-spec.md §3).
 
     x ─┬─ conv 3×3×3 → c₁ channels ─┐
        ├─ conv 3×3×1 → c₂ ──────────┤ concat → y        Σ c_op = C_out, every op reads all C_in inputs
@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medseg.blocks.built import built_conv3d
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
 from medseg.errors import MedsegError
+from medseg.ops import fast_paths_enabled
+from medseg.ops.built import built_conv3d
+from medseg.registry import look_up, look_up_all
 
 OPS = ("3x3x3", "3x3x1", "3x1x3", "1x3x3", "3x1x1", "1x3x1", "1x1x3")  # the fixed concat order
 SPACES: dict[str, tuple[str, ...]] = {
@@ -47,16 +49,12 @@ def op_kernel(op: str, kernel: tuple[int, int, int]) -> tuple[int, int, int]:
 def resolve_ops(ops: str | list[str] | dict[str, int], out_channels: int) -> dict[str, int]:
     """{op: channels} from a space name, an op list (even split) or an explicit split."""
     if isinstance(ops, str):
-        if ops not in SPACES:
-            raise ValueError(f"cakes: unknown op space {ops!r}; choose one of {sorted(SPACES)}")
-        ops = list(SPACES[ops])
+        ops = list(look_up(ops, SPACES, "cakes op space"))
     if not isinstance(ops, dict):
         ops = dict(zip(ops, even_split(out_channels, len(ops)), strict=True))
-    unknown = sorted(set(ops) - set(OPS))
-    if unknown:
-        raise ValueError(f"cakes: unknown ops {unknown}; choose from {list(OPS)}")
+    look_up_all(ops, dict.fromkeys(OPS), "cakes op")
     if any(not isinstance(c, int) or c < 0 for c in ops.values()) or sum(ops.values()) != out_channels:
-        raise ValueError(f"cakes: op channels {ops} must be non-negative integers summing to {out_channels}")
+        raise MedsegError(f"cakes: op channels {ops} must be non-negative integers summing to {out_channels}")
     return {op: ops[op] for op in OPS if ops.get(op, 0) > 0}
 
 
@@ -85,9 +83,8 @@ class Cakes(nn.Module):
             layer's qualified name, applied by `Cakes.configure(net)` after the network is built.
     """
 
-    # fuse layers narrower than this (see fused()); every width since the whole-net measurement below.
-    # `medseg bench --device cpu --threads 2` UNet, recipe widths, same run: CAKES / conv prediction 1.62x -> 1.14x,
-    # training step 1.70x -> 1.21x, peak memory 1.00 -> 0.82 when the 64- and 128-channel layers are fused too
+    # fuse layers narrower than this (see fused()): every width, since fusing the wide layers too made the whole
+    # net faster and smaller in `medseg bench --device cpu` (docs/dev/cpu-performance.md)
     FUSE_BELOW = float("inf")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size3 = 3, stride: Size3 = 1, *,
@@ -110,7 +107,8 @@ class Cakes(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
-        if self.out_channels < self.fuse_below and x.is_contiguous(memory_format=torch.channels_last_3d):
+        if (self.out_channels < self.fuse_below and x.is_contiguous(memory_format=torch.channels_last_3d)
+                and fast_paths_enabled()):
             return self.fused(x)
         return torch.cat([conv(x) for conv in self.convs], dim=1)  # (N, Σ c_op = C_out, ...)
 
@@ -118,8 +116,8 @@ class Cakes(nn.Module):
         """All ops as one conv whose weight holds each op's sub-kernel zero-padded to the layer's kernel: the same
         output from one read of x and no concatenation. On the CPU (channels_last_3d) thin convs are bound by
         memory traffic, not arithmetic, so the dense kernel costs what one conv costs instead of one conv per op
-        (at every width of the recipe nets: measured above); NCDHW runs (the GPU) keep the separate convs and the
-        nominal FLOPs that `medseg bench` and `medseg search` count."""
+        (at every width of the recipe nets: docs/dev/cpu-performance.md); NCDHW runs (the GPU) keep the separate convs
+        and the nominal FLOPs that `medseg bench` and `medseg search` count."""
         params = [t for conv in self.convs for t in (conv.weight, conv.bias) if t is not None]
         return built_conv3d(x, self.fused_kernel, params, self.stride, same_padding(self.kernel))
 
@@ -152,5 +150,5 @@ class Cakes(nn.Module):
                                   f"channels there but {layer.in_channels}→{layer.out_channels} here")
             try:
                 layer.set_split(resolve_ops(entry["ops"], layer.out_channels))
-            except (KeyError, ValueError) as e:
+            except (KeyError, MedsegError) as e:  # the layer's name added to the message
                 raise MedsegError(f"CAKES configuration: layer {name}: {e}") from e

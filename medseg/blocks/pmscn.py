@@ -1,4 +1,5 @@
-"""PmSCn: parallel separable 3D convolution (Gonda, Wei, Parag, Pfister, arXiv:1809.04096; blocks-spec §2).
+"""PmSCn: parallel separable 3D convolution (Gonda, Wei, Parag, Pfister, arXiv:1809.04096; docs/specs/blocks-spec.md
+§2).
 
     x ─┬─ 2D ⟂a₀ ─[norm─act─2D ⟂a₀]×(n−1)─ norm─act─ 1D along a₀ ─┐
        ├─ 2D ⟂a₁ ─ …                                 ─ 1D along a₁ ─┤ (+) → y        (or concat)
@@ -14,15 +15,16 @@ Axes are the spatial axes of (N, C, S0, S1, S2); after RAS reorientation S2 is t
 
 Nonlinear streams cannot be fast in narrow layers: below 16 channels each thin 2D or 1D conv costs about what a
 16-channel one does (oneDNN computes channels in blocks of 16 on AVX-512), so at a UNet's 8-channel full resolution
-the three streams with their norms take 3–4× the 3D conv they replace. Linear streams (`inner_act=False`, the
-norm─act pairs above left out) make the block a rank-limited 3D conv (blocks-spec §2.3), and with n = 1, since
-each stream's 2D and 1D conv act on different axes, exactly one Conv3d whose kernel is built from the stream
+the three streams with their norms take several times the 3D conv they replace. Linear streams (`inner_act=False`, the
+norm─act pairs above left out) make the block a rank-limited 3D conv (docs/specs/blocks-spec.md §2.3), and with n = 1,
+since each stream's 2D and 1D conv act on different axes, exactly one Conv3d whose kernel is built from the stream
 weights on every call (re-parameterisation, as ACNet and RepVGG fuse branches; gradients reach the stream weights
 through it). The default for n = 1, `inner_act="wide"`, takes each layer's cheaper form: linear and fused where the
 one conv does fewer padded multiply-adds than the streams (narrow and strided layers), norm + act inside the
-streams elsewhere. In 300-step BraTS runs (README, 4 seeds) it kept whole-tumour Dice within the seed spread of
-norm + act everywhere, at 0.6× its training step time; all-linear streams lost 0.04. n ≥ 2 keeps norm + act (its
-block spans n layers), as did every PmSCn before checkpoint format 3 (such checkpoints load with it).
+streams elsewhere: in the block comparison (experiments/compare_blocks.py) it kept whole-tumour Dice within the
+seed spread of norm + act everywhere at a shorter training step, where all-linear streams lost Dice (numbers:
+docs/dev/cpu-performance.md). n ≥ 2 keeps norm + act (its block spans n layers), as did every PmSCn before checkpoint
+format 3 (such checkpoints load with it).
 """
 
 import math
@@ -33,8 +35,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from medseg.blocks.norm import InstanceNorm3d, fast_backward
 from medseg.blocks.size import Size3, even_split, keep_axes, pad_kernel, same_padding, triple
+from medseg.errors import MedsegError
+from medseg.ops import fast_paths_enabled
+from medseg.ops.norm import InstanceNorm3d, fast_backward
 
 LANES = 16  # channels per SIMD block of oneDNN's AVX-512 convolutions: a thinner conv costs as if this wide
 
@@ -46,7 +50,7 @@ def lanes(channels: int) -> int:
 def stream_axes(m: int, axis: int) -> list[int]:
     """The 1D axis of each stream: `axis` first, then the others in cyclic order."""
     if m not in (1, 2, 3):
-        raise ValueError(f"pmscn: m must be 1, 2 or 3 streams, got {m}")
+        raise MedsegError(f"pmscn: m must be 1, 2 or 3 streams, got {m}")
     return [(axis + i) % 3 for i in range(m)]
 
 
@@ -71,8 +75,8 @@ class Stream(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training on the CPU (channels-last float32), a stream with norm + act inside keeps only its input for
         the backward and runs again there: its intermediates are 2 × m thin tensors per layer, which made PmSCn's
-        training step hold 1.54× the conv UNet's memory at the GPU recipe's widths (1.07× recomputed) and cost more
-        time in memory traffic than the recompute does (`medseg bench`; README)."""
+        training step hold far more memory than the conv UNet's and cost more time in memory traffic than the
+        recompute does (`medseg bench`; docs/dev/cpu-performance.md)."""
         if self.recompute and fast_backward(x):
             return checkpoint(super().forward, x, use_reentrant=False, preserve_rng_state=False)
         return super().forward(x)
@@ -94,9 +98,9 @@ class PmSCn(nn.Module):
         m: streams (1, 2 or 3); their 1D axes are `axis`, then the next axes cyclically.
         n: 2D convs per stream; n = 2 replaces two consecutive 3D convs (PmSC2).
         width: stream width M; defaults to ceil(C_out / m) for "sum" and to each stream's output share for
-            "concat", which is what makes the block ~0.4× a Conv3d's parameters (blocks-spec §2.4).
+            "concat", which is what makes the block ~0.4× a Conv3d's parameters (docs/specs/blocks-spec.md §2.4).
         k1d: 1D kernel length; defaults to the base kernel for m ≥ 2 and n(k−1)+1 for m = 1 (keeps the receptive
-            field of the n convs replaced, blocks-spec §2.7 P5).
+            field of the n convs replaced, docs/specs/blocks-spec.md §2.7 P5).
         inner_act: norm + activation inside the streams: True, False (the linear block of the decomposition view,
             run as one Conv3d where that is cheaper, `fuse`), or "wide": True only where the streams are cheaper
             than that one conv. Default: "wide" for n = 1, True for n ≥ 2.
@@ -109,11 +113,11 @@ class PmSCn(nn.Module):
         super().__init__()
         kernel, stride = triple(kernel_size), triple(stride)
         if merge not in ("sum", "concat"):
-            raise ValueError(f"pmscn: merge must be 'sum' or 'concat', got {merge!r}")
+            raise MedsegError(f"pmscn: merge must be 'sum' or 'concat', got {merge!r}")
         if n < 1:
-            raise ValueError(f"pmscn: n must be ≥ 1, got {n}")
+            raise MedsegError(f"pmscn: n must be ≥ 1, got {n}")
         if inner_act not in (None, True, False, "wide"):
-            raise ValueError(f"pmscn: inner_act must be true, false or 'wide', got {inner_act!r}")
+            raise MedsegError(f"pmscn: inner_act must be true, false or 'wide', got {inner_act!r}")
         axes = stream_axes(m, axis)
         outs = [out_channels] * m if merge == "sum" else even_split(out_channels, m)
         widths = [width or (math.ceil(out_channels / m) if merge == "sum" else out) for out in outs]
@@ -139,7 +143,7 @@ class PmSCn(nn.Module):
             self.streams.append(Stream(in_channels, w, out, kernel, stride, a, n, length, inner_act, has_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fuse:
+        if self.fuse and fast_paths_enabled():
             return self.fused(x)
         if self.merge == "concat":
             return torch.cat([stream(x) for stream in self.streams], dim=1)  # (N, Σ C_out/m, ...) = (N, C_out, ...)

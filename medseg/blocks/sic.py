@@ -1,4 +1,5 @@
-"""SIC: single intra-channel convolution + channel projection (Wang, Liu, Foroosh, arXiv:1608.04337; blocks-spec §4).
+"""SIC: single intra-channel convolution + channel projection (Wang, Liu, Foroosh, arXiv:1608.04337;
+docs/specs/blocks-spec.md §4).
 
     x → depthwise k×k×k (stride) → norm → projection 1×1×1 → y
                                           └ topological: output p sees only a t₁×t₂ window of the channel grid
@@ -6,7 +7,8 @@
 
 Space and channels are separated: one spatial filter per channel costs k³·C instead of k³·C², and the projection
 is a 1×1×1 conv. Topological subdivisioning makes the projection structured-sparse; the spatial bottleneck runs
-the projection at 1/8 of the positions. Both are options (blocks-spec §4.6 recommends them for wide, deep layers).
+the projection at 1/8 of the positions. Both are options (docs/specs/blocks-spec.md §4.6 recommends them for wide, deep
+layers).
 """
 
 import math
@@ -16,9 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medseg.blocks.depthwise import DepthwiseConv3d, depthwise_grads
-from medseg.blocks.norm import InstanceNorm3d, column_sums, cpu_channels_last, plain, voxel_rows
 from medseg.blocks.size import Size3, fit_size, keep_axes, same_output, same_padding, triple
+from medseg.errors import MedsegError
+from medseg.ops.depthwise import DepthwiseConv3d, depthwise_grads
+from medseg.ops.norm import InstanceNorm3d, column_sums, cpu_channels_last, plain, voxel_rows
 
 
 def depthwise(channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
@@ -27,7 +30,7 @@ def depthwise(channels: int, kernel: tuple[int, int, int], stride: tuple[int, in
     if spatial == "dw3d":
         return DepthwiseConv3d(channels, kernel, stride, same_padding(kernel))
     if spatial != "dwseq":
-        raise ValueError(f"sic: spatial must be 'dw3d' or 'dwseq', got {spatial!r}")
+        raise MedsegError(f"sic: spatial must be 'dw3d' or 'dwseq', got {spatial!r}")
     convs = []
     for a in range(3):
         k = keep_axes(kernel, [a])
@@ -78,8 +81,7 @@ class Projection(nn.Module):
 
 # Fold the norm only where the output has at least this many voxels per channel: the folded statistics are
 # C×C matrix products per sample, which outweigh the saved passes over the tensor in deep, small layers
-# (`scripts/bench_layer_kernels.py`, forward + backward: 8→8 at 64³ 54.4 → 39.5 ms, 64→64 at 8³ 1.6 → 1.4;
-# 256→256 at 8³ 8.3 → 8.5, 320→320 at 4³ 3.3 → 6.1)
+# (timings per layer width and size: docs/dev/cpu-performance.md, `benchmarks/layer_kernels.py`)
 FOLD_VOXELS_PER_CHANNEL = 8
 
 
@@ -101,7 +103,7 @@ class SIC(nn.Module):
         super().__init__()
         kernel, stride = triple(kernel_size), triple(stride)
         if not 0 < connectivity <= 1:
-            raise ValueError(f"sic: connectivity must be in (0, 1], got {connectivity}")
+            raise MedsegError(f"sic: connectivity must be in (0, 1], got {connectivity}")
         self.bottleneck = bottleneck and in_channels >= bottleneck_channels
         up = tuple(2 if self.bottleneck and k > 1 else 1 for k in kernel)
         self.stride = stride
@@ -177,11 +179,11 @@ class SpatialNormProjection(torch.autograd.Function):
     """SIC's depthwise conv → parameter-free norm → projection [→ instance norm] as one step on channels-last CPU
     tensors: one depthwise conv, one Gram matrix, one GEMM (`affine_map`).
 
-    It saves only the block's input: the depthwise output is recomputed in the backward (one depthwise forward,
-    2×8×64³: 3 ms), and neither the normalised nor the projected tensor exists apart from the output. The two-step
-    path kept both for the backward, which made SIC's training step hold 1.70× the conv UNet's memory
-    (`medseg bench`). Backward: with z = d·Aᵀ + c, dA = dzᵀ·d and dc = Σ dz; autograd takes these through
-    `affine_map` to the sums, the Gram matrix and the parameters, and dd = dz·A + d·(dG + dGᵀ) + Σ-term.
+    It saves only the block's input: the depthwise output is recomputed in the backward (one cheap depthwise
+    forward), and neither the normalised nor the projected tensor exists apart from the output. The two-step path
+    kept both for the backward, which made SIC's training step hold far more memory than the conv UNet's
+    (`medseg bench`; docs/dev/cpu-performance.md). Backward: with z = d·Aᵀ + c, dA = dzᵀ·d and dc = Σ dz; autograd takes
+    these through `affine_map` to the sums, the Gram matrix and the parameters, and dd = dz·A + d·(dG + dGᵀ) + Σ-term.
     """
 
     @staticmethod

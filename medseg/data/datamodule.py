@@ -13,11 +13,11 @@ from torch.utils.data import WeightedRandomSampler
 from medseg.data.cache import CacheKind, OwnStorage, default_cache_dir, make_dataset
 from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
+from medseg.data.plan import Plan
 from medseg.data.transforms import Augmentation, Normalization, augment
 from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
-from medseg.labels import ConventionName, get_convention
-from medseg.plan import Plan
+from medseg.labels import BRATS_MODALITIES, DEFAULT_CONVENTION, ConventionName, get_convention
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class SegDataModule(pl.LightningDataModule):
         self,
         root: str | None = None,
         datalist: str | None = None,
-        modalities: list[str] = ["t1", "t1ce", "t2", "flair"],  # noqa: B006 (jsonargparse needs a literal)
-        label_convention: ConventionName = "brats2021",
+        modalities: list[str] = BRATS_MODALITIES,
+        label_convention: ConventionName = DEFAULT_CONVENTION,
         spacing: list[float] | None = None,
         voxel_size: list[float] | None = None,
         crop_foreground: bool = True,

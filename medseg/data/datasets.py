@@ -4,8 +4,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from medseg.data.io import NIFTI, atomic_write, is_image, suffix
+from medseg.data.io import NIFTI, is_image, suffix
 from medseg.errors import MedsegError
+from medseg.utils.files import atomic_write
 
 
 def case_files(folder: Path, modalities: Sequence[str], with_label: bool = False) -> dict:

@@ -6,11 +6,7 @@ are read to the end first because some readers silently zero-fill a truncated `.
 """
 
 import gzip
-import os
-import shutil
-import tempfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ import SimpleITK as sitk
 import tifffile
 
 from medseg.errors import MedsegError
+from medseg.utils.files import atomic_write
 
 NIFTI = (".nii", ".nii.gz")
 ITK = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -159,40 +156,6 @@ def _check_array(array: np.ndarray, path: Path) -> None:
         raise MedsegError(f"{path}: expected a 3D volume (or 4D with channels last), got shape {array.shape}")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise MedsegError(f"{path}: contains NaN or infinite values")
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a path of the same name in a temporary folder beside `path`, then move what it wrote into
-    place, so no reader ever sees a half-written output.
-
-    A folder rather than a temporary file: files are created by the writer itself, with the user's umask as open()
-    gives them (mkstemp's are 0600, unreadable to the group of a shared lab folder or another Docker --user), and a
-    detached format (.mhd + .zraw, .nhdr + .raw.gz) names its data file as it will be called. Data files move
-    first and the named file last; everything is fsynced first, so a crash or power cut leaves the old output or
-    the new one, never an empty file under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
-    try:
-        write(folder / path.name)
-        written = sorted(folder.iterdir(), key=lambda f: f.name == path.name)  # the named file last
-        for f in written:
-            fsync(f)
-        for f in written:
-            os.replace(f, path.parent / f.name)
-        fsync(path.parent)  # the renames themselves
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def fsync(path: Path) -> None:
-    """Flush a file's data, or a folder's entries, to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def zyx(array: np.ndarray) -> np.ndarray:

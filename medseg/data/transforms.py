@@ -66,10 +66,7 @@ class LoadCased(T.MapTransform):
         v = read_volume(path, self.voxel_size)
         check_label_grid(v.path, v.array.shape, v.affine, image_volume.path, image_volume.array.shape,
                          image_volume.affine)
-        try:
-            self.convention.check(v.array, str(v.path))
-        except ValueError as e:
-            raise MedsegError(str(e)) from None
+        self.convention.check(v.array, str(v.path))
         label = torch.from_numpy(np.asarray(v.array, dtype=np.int32)[None])  # (1, X, Y, Z); EM ids can pass 2**15
         return MetaTensor(label, affine=torch.as_tensor(image_volume.affine), meta={"filename_or_obj": str(v.path)})
 

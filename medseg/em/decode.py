@@ -14,32 +14,12 @@ predicted distance-to-boundary target 0.54-0.84 (neighbours merged through gaps)
 4-5: 0.18-0.19 for 0.3-0.5.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 from skimage import feature, graph, measure, segmentation
 
+from medseg.em.params import DEFAULT_DECODE, DecodeParams
 from medseg.em.targets import shifted
-
-
-@dataclass(frozen=True)
-class DecodeParams:
-    """boundary_threshold: interior voxels are those with a boundary probability below this.
-    smooth: Gaussian sigma (voxels) applied to the distance map before its maxima are taken (0: none).
-    min_distance: seeds closer than this (voxels) are one seed.
-    min_size: segments smaller than this many voxels are absorbed by their neighbours.
-    merge_below: merge neighbours whose contact has a mean boundary probability below this (None: no merging).
-    """
-
-    boundary_threshold: float = 0.5
-    smooth: float = 1.0
-    min_distance: int = 3
-    min_size: int = 64
-    merge_below: float | None = 0.35
-
-
-DEFAULT_DECODE = DecodeParams()
 
 
 def boundary_map(probabilities: np.ndarray, kind: str) -> np.ndarray:

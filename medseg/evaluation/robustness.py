@@ -26,9 +26,10 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from medseg.data.datasets import read_datalist
-from medseg.data.io import atomic_write, read_volume
+from medseg.data.io import read_volume
 from medseg.errors import MedsegError
 from medseg.labels import get_convention
+from medseg.utils.files import atomic_write
 
 FAR_VOXELS = 5  # a predicted voxel further than this from the reference tumour is a far false positive
 SLAB_MM = 30.0  # the partial field of view: a 3 cm slab through the tumour's centre

@@ -1,1 +1,2 @@
-"""Prediction: the Predictor, and writers for masks, probabilities, previews and statistics."""
+"""Prediction: the Predictor, `medseg predict` (run.py), chunked EM prediction (chunked.py), and writers for
+probability maps (outputs.py), previews and statistics (preview.py)."""

@@ -21,54 +21,13 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from medseg.data.io import NIFTI, Volume, suffix
+from medseg.data.plan import Plan
 from medseg.em.decode import DEFAULT_DECODE, DecodeParams, decode
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
 from medseg.models import resolve_model
-from medseg.nets import build_net
-from medseg.plan import Plan
-from medseg.speed import prepare_net
-
-
-def load_checkpoint(path: str | Path) -> tuple[Plan, dict]:
-    """(plan, network state_dict), loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise MedsegError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MedsegError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or "medseg" not in ckpt or "state_dict" not in ckpt:
-        raise MedsegError(f"{path}: not a medseg checkpoint (no 'medseg' metadata); train it with medseg train")
-    state = {k.removeprefix("net."): v.float() for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    return Plan.from_dict(ckpt["medseg"], str(path)), state
-
-
-def build_model(plan: Plan, state: dict, path: str | Path) -> torch.nn.Module:
-    try:
-        net = build_net(plan.arch, len(plan.modalities), len(plan.regions), **plan.net)
-        net.load_state_dict(state)
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise MedsegError(f"{path}: checkpoint does not fit this medseg version ({str(e).splitlines()[0]})") from None
-    return net.eval()
-
-
-def pick_device(device: str) -> torch.device:
-    """`auto` is the GPU when PyTorch sees one, else the CPU; asking for `cuda` without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MedsegError("--device cuda: no CUDA device is available")
-    return torch.device(device)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA only: bfloat16 where the GPU has it (its range never overflows), else float16.
-    None (full precision) on the CPU, where autocast is slower and buys no memory that matters."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+from medseg.models.loading import build_model, load_checkpoint
+from medseg.runtime import autocast_dtype, pick_device, prepare_net
 
 
 def mirrored(net: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
@@ -113,7 +72,7 @@ class Predictor:
     """A model loaded once: `predict_case(files)` for as many cases as needed.
 
     model: a checkpoint path, or the name of a bundled model (`medseg models`).
-    channels_last / compile: medseg.speed.prepare_net (None: the faster memory format for the device).
+    channels_last / compile: medseg.runtime.prepare_net (None: the faster memory format for the device).
     decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode); unused by other models.
     keep_largest: keep only the largest foreground component of label maps (None: what the model's plan says).
     """

@@ -6,7 +6,6 @@ With an affine the volume is first turned to RAS and drawn in the radiological c
 on the image's left, anterior up (axial), superior up (coronal, sagittal), anterior on the left (sagittal).
 """
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from medseg.data.io import atomic_write
+from medseg.evaluation.metrics import prediction_regions
 from medseg.labels import get_convention
-from medseg.metrics import prediction_regions
+from medseg.utils.files import atomic_write, write_json
 
 REGION_COLOURS = [(0, 200, 0), (230, 30, 30), (255, 220, 0), (40, 120, 255), (255, 0, 255), (0, 220, 220)]
 ALPHA = 0.45  # overlay opacity: the scan stays readable under the mask
@@ -34,12 +33,7 @@ def region_stats(label: np.ndarray, convention: str, zooms: Sequence[float]) -> 
 
 def write_stats(label: np.ndarray, convention: str, zooms: Sequence[float], out: str | Path) -> None:
     """`--stats OUT.json`: region_stats written atomically."""
-    write_json(region_stats(label, convention, zooms), out)
-
-
-def write_json(stats: dict, out: str | Path) -> None:
-    """A `--stats` file, written atomically."""
-    atomic_write(Path(out), lambda p: p.write_text(json.dumps(stats, indent=2) + "\n"))
+    write_json(out, region_stats(label, convention, zooms))
 
 
 def write_preview(image: np.ndarray, label: np.ndarray, convention: str, out_png: str | Path,

@@ -4,13 +4,13 @@
 checkpoint beside it is an ordinary medseg checkpoint (plan + network weights), loaded with weights_only=True.
 """
 
-import difflib
 import json
 from importlib import resources
 from pathlib import Path
 
 from medseg.data.io import HDF5, TIFF, suffix
 from medseg.errors import MedsegError
+from medseg.registry import look_up
 
 DEFAULT_MRI, DEFAULT_EM = "brats", "em-membrane"
 
@@ -36,12 +36,7 @@ def resolve_model(model: str | Path) -> Path:
     path = Path(model)
     if path.is_file():
         return path
-    known = cards()
-    if str(model) in known:
-        return bundled_path(str(model))
-    if path.suffix or "/" in str(model):
+    if str(model) not in cards() and (path.suffix or "/" in str(model)):
         raise MedsegError(f"{model}: no such checkpoint file")
-    close = difflib.get_close_matches(str(model), known, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise MedsegError(f"unknown model {str(model)!r}: {hint}bundled models are {sorted(known)}, or give a checkpoint "
-                      "path")
+    look_up(str(model), cards(), "model", hint=", or give a checkpoint path")
+    return bundled_path(str(model))

@@ -1,8 +1,8 @@
 """`medseg models`: the bundled models, what they take and give, and how well they did on held-out scans."""
 
 from medseg.errors import MedsegError
-from medseg.inference.predictor import load_checkpoint
 from medseg.models import DEFAULT_EM, DEFAULT_MRI, bundled_path, cards
+from medseg.models.loading import load_checkpoint
 
 
 def list_models() -> int:

@@ -7,10 +7,10 @@
                      └─────────────────────────────────────────────────┘
 
 Only the k×k×k conv of each dense layer (and the stem, through `stem_block`) is swappable: bottlenecks,
-transitions, fuses, up-sampling and the head are the plain 1×1×1 convs that blocks-spec §2.5 keeps (up-sampling is
-the UNet's `Upsample`, so the two nets differ only in their stages). Transitions pool with kernel = stride (exact
-anisotropic strides such as (2, 2, 1), ceil for odd sizes) and then compress with a 1×1×1 conv to the stage width;
-both are linear, so pooling first gives the same features at a fraction of the cost.
+transitions, fuses, up-sampling and the head are the plain 1×1×1 convs that docs/specs/blocks-spec.md §2.5 keeps
+(up-sampling is the UNet's `Upsample`, so the two nets differ only in their stages). Transitions pool with kernel =
+stride (exact anisotropic strides such as (2, 2, 1), ceil for odd sizes) and then compress with a 1×1×1 conv to the
+stage width; both are linear, so pooling first gives the same features at a fraction of the cost.
 """
 
 from collections import OrderedDict
@@ -21,7 +21,8 @@ from torch import nn
 
 from medseg.blocks import Size3
 from medseg.blocks.size import triple
-from medseg.nets.layers import ConvNormAct, Upsample, UShaped, single_conv_kwargs
+from medseg.errors import MedsegError
+from medseg.nets.layers import CHANNELS, KERNEL_SIZES, STRIDES, ConvNormAct, Upsample, UShaped, single_conv_kwargs
 
 
 class DenseLayer(nn.Module):
@@ -53,7 +54,7 @@ def transition(in_ch: int, out_ch: int, stride: Size3) -> nn.Sequential:
 def per_stage(value: int | Sequence[int], stages: int, name: str) -> list[int]:
     values = [value] * stages if isinstance(value, int) else list(value)
     if len(values) != stages or any(v < 1 for v in values):
-        raise ValueError(f"{name} needs one positive value per stage ({stages}), got {value!r}")
+        raise MedsegError(f"{name} needs one positive value per stage ({stages}), got {value!r}")
     return values
 
 
@@ -73,9 +74,9 @@ class DenseNet3D(UShaped):
         self,
         in_channels: int,
         out_channels: int,
-        channels: Sequence[int] = (16, 32, 64, 128),
-        strides: Sequence[Size3] = (1, 2, 2, 2),
-        kernel_sizes: Sequence[Size3] = (3, 3, 3, 3),
+        channels: Sequence[int] = CHANNELS,
+        strides: Sequence[Size3] = STRIDES,
+        kernel_sizes: Sequence[Size3] = KERNEL_SIZES,
         block: str = "conv",
         block_kwargs: dict | None = None,
         stem_block: str = "conv",
@@ -85,7 +86,7 @@ class DenseNet3D(UShaped):
     ):
         super().__init__()
         if not len(channels) == len(strides) == len(kernel_sizes):
-            raise ValueError("channels, strides and kernel_sizes need one entry per stage")
+            raise MedsegError("channels, strides and kernel_sizes need one entry per stage")
         n = len(channels)
         growths = per_stage(growth if growth is not None else [max(1, c // 2) for c in channels], n, "growth")
         layers = per_stage(layers_per_stage, n, "layers_per_stage")

@@ -4,8 +4,13 @@ import torch
 from torch import nn
 
 from medseg.blocks import Size3, make_conv3d
-from medseg.blocks.norm import InstanceNorm3d
 from medseg.blocks.size import fit_size, triple
+from medseg.ops.norm import InstanceNorm3d
+
+# The default stages of every net, and of `medseg train` (SegModule): width, stride and kernel per stage.
+CHANNELS = [8, 16, 32, 64, 128]
+STRIDES = [1, 2, 2, 2, 2]
+KERNEL_SIZES = [3, 3, 3, 3, 3]
 
 
 class ConvNormAct(nn.Sequential):

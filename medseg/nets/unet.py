@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from medseg.blocks import Size3
-from medseg.nets.layers import ConvNormAct, Upsample, UShaped, single_conv_kwargs
+from medseg.errors import MedsegError
+from medseg.nets.layers import CHANNELS, KERNEL_SIZES, STRIDES, ConvNormAct, Upsample, UShaped, single_conv_kwargs
 
 
 class DoubleConv(nn.Sequential):
@@ -39,16 +40,16 @@ class UNet3D(UShaped):
         self,
         in_channels: int,
         out_channels: int,
-        channels: Sequence[int] = (16, 32, 64, 128),
-        strides: Sequence[Size3] = (1, 2, 2, 2),
-        kernel_sizes: Sequence[Size3] = (3, 3, 3, 3),
+        channels: Sequence[int] = CHANNELS,
+        strides: Sequence[Size3] = STRIDES,
+        kernel_sizes: Sequence[Size3] = KERNEL_SIZES,
         block: str = "conv",
         block_kwargs: dict | None = None,
         stem_block: str = "conv",
     ):
         super().__init__()
         if not len(channels) == len(strides) == len(kernel_sizes):
-            raise ValueError("channels, strides and kernel_sizes need one entry per stage")
+            raise MedsegError("channels, strides and kernel_sizes need one entry per stage")
         self.encoder = nn.ModuleList()
         prev = in_channels
         for i, (ch, stride, kernel) in enumerate(zip(channels, strides, kernel_sizes, strict=True)):

@@ -1,7 +1,7 @@
 """What a CAKES configuration costs, exactly: parameters and conv FLOPs of the whole network on one patch.
 
-The searchable layers are costed in closed form (blocks-spec §3.8: a channel of op K reading C_in inputs has
-C_in·|K| weights and C_in·|K|·2·V FLOPs at V output voxels, counted like torch's FlopCounterMode); everything else
+The searchable layers are costed in closed form (docs/specs/blocks-spec.md §3.8: a channel of op K reading C_in inputs
+has C_in·|K| weights and C_in·|K|·2·V FLOPs at V output voxels, counted like torch's FlopCounterMode); everything else
 (stem, upsampling, head) is a fixed cost measured once on the all-3D network. The callers build the networks
 on the meta device, so costing a recipe allocates nothing.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.bench import count_flops
+from medseg.bench.flops import count_flops
 from medseg.blocks.cakes import Cakes
 from medseg.errors import MedsegError
 from medseg.search.supernet import kernel_volumes, layer_ops

@@ -1,12 +1,12 @@
-"""The configuration file `medseg search` writes (blocks-spec §3.7 [Rec]) and the summary it prints."""
+"""The configuration file `medseg search` writes (docs/specs/blocks-spec.md §3.7 [Rec]) and the summary it prints."""
 
 import json
 from pathlib import Path
 
-from medseg.bench_tables import render
+from medseg.bench.tables import render
 from medseg.blocks.cakes import CONFIG_SCHEMA, OPS, op_kernel
-from medseg.data.io import atomic_write
 from medseg.search.cost import Layer, Split
+from medseg.utils.files import write_json
 
 AXES = ("op names give the kernel over the spatial axes (S0, S1, S2) of (N, C, S0, S1, S2), the array axes after "
         "RAS reorientation (S2 is through-plane for axial scans): '3' keeps the layer's kernel size on that axis, "
@@ -38,9 +38,9 @@ def dumps(value, indent: int = 0) -> str:
     return "[\n" + ",\n".join(pad + dumps(v, indent + 1) for v in value) + "\n" + " " * indent + "]"
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Readers never see half a file (temporary file beside it, then rename)."""
-    atomic_write(path, lambda tmp: tmp.write_text(dumps(data) + "\n"))
+def write_configuration(path: Path, data: dict) -> None:
+    """The configuration file, in the compact layout of `dumps`, written atomically."""
+    write_json(path, data, dumps=dumps)
 
 
 def stage(name: str) -> str:

@@ -7,9 +7,9 @@
 The command line is `medseg train`'s (LightningCLI: recipes, dotted overrides, the same data options, progress bar,
 wandb) plus `--search.*` and `--output`. The searchable layers are those the recipe's `model.block` fills (the stem,
 1×1×1 convs, upsampling and head stay plain). Validation is off by default (`--trainer.limit_val_batches` turns it
-on): the supernet's Dice is not that of any network the search can return (blocks-spec K11). `last.ckpt` resumes a
-search with `--ckpt_path`; it holds a supernet, which `medseg predict` refuses. Resuming at the step limit reached
-selects again at once, e.g. under another `--search.budget`: γ does not depend on the budget.
+on): the supernet's Dice is not that of any network the search can return (docs/specs/blocks-spec.md K11). `last.ckpt`
+resumes a search with `--ckpt_path`; it holds a supernet, which `medseg predict` refuses. Resuming at the step limit
+reached selects again at once, e.g. under another `--search.budget`: γ does not depend on the budget.
 """
 
 import time
@@ -24,13 +24,13 @@ from torch import nn
 import medseg
 from medseg.blocks.cakes import SPACES
 from medseg.errors import MedsegError
-from medseg.module import SegModule
 from medseg.nets import build_net
 from medseg.search.cost import Layer, Metric, measure, net_cost
-from medseg.search.output import configuration, cost_table, mix_table, write_json
+from medseg.search.output import configuration, cost_table, mix_table, write_configuration
 from medseg.search.select import op_mix, select, select_within
 from medseg.search.supernet import to_supernet
-from medseg.train import MedsegCLI, build_cli
+from medseg.training.cli import MedsegCLI, build_cli
+from medseg.training.module import SegModule
 
 Variant = Literal["performance", "cost"]
 SpaceName = Literal[tuple(SPACES)]
@@ -40,7 +40,7 @@ class SearchModule(SegModule):
     """SegModule over a CAKES supernet: the recipe's net with every CAKES layer replaced by a SuperCakes.
 
     Args:
-        variant: performance (random path sampling, the default for 3D volumes, blocks-spec K2) or cost
+        variant: performance (random path sampling, the default for 3D volumes, docs/specs/blocks-spec.md K2) or cost
             (proximal L1 on γ weighted by kernel volume).
         l1: the cost variant's L1 strength s: every optimiser step shrinks |γ| by lr·s·w_op, w_op = the op's share of
             the space's kernel volume. AdamW moves a weight by about lr per step at most, so s weighs the L1 pull
@@ -70,7 +70,8 @@ class SearchModule(SegModule):
         return {name: m.gamma.detach().abs().double().cpu().numpy() for name, m in self.search_layers.items()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW as in training, without weight decay on γ and β: only the L1 step shrinks γ (blocks-spec §3.6)."""
+        """AdamW as in training, without weight decay on γ and β: only the L1 step shrinks γ (docs/specs/blocks-spec.md
+        §3.6)."""
         searched = [p for m in self.search_layers.values() for p in (m.gamma, m.beta)]
         ids = {id(p) for p in searched}
         rest = [p for p in self.parameters() if id(p) not in ids]
@@ -165,7 +166,7 @@ def search(argv: list[str]) -> int:
               else select_within(costs, importance, options.budget, options.budget_on))
     config = configuration(costs.layers, splits, provenance(cli, seconds))
     searched = net_cost(meta_net(module, block_kwargs={"config": config}), x)  # also checks the file fits the net
-    write_json(output, config)
+    write_configuration(output, config)
     minutes, secs = divmod(round(seconds), 60)
     budget = f", budget {options.budget} of the {options.budget_on}" if options.budget is not None else ""
     print(f"CAKES search, {options.variant} variant over '{options.ops}'{budget}: {cli.trainer.global_step} steps "

@@ -1,7 +1,7 @@
 """From path importances |γ| to a configuration: per layer the top C_out paths, optionally under a global budget.
 
-Without a budget this is the paper's prune step (blocks-spec §3.6): per layer, the C_out paths with the largest |γ|,
-ties to the cheaper op, then the lower op and channel index (K6), so Σ c_op = C_out in every layer.
+Without a budget this is the paper's prune step (docs/specs/blocks-spec.md §3.6): per layer, the C_out paths with the
+largest |γ|, ties to the cheaper op, then the lower op and channel index (K6), so Σ c_op = C_out in every layer.
 
 With a budget (beyond the paper) the choice is a multiple-choice knapsack over the whole network, solved by its
 Lagrangian relaxation: path score = |γ| / max |γ| of its layer − λ · cost(path) / cost(all-3D net), per layer the

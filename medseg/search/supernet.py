@@ -1,4 +1,5 @@
-"""CAKES supernet layer (blocks-spec §3.5–3.6): every candidate op at full width, one learnable scale γ per path.
+"""CAKES supernet layer (docs/specs/blocks-spec.md §3.5–3.6): every candidate op at full width, one learnable scale γ
+per path.
 
     x ─┬─ conv 3×3×3 → C_out → N → ×γ₁ ─┐
        ├─ conv 3×3×1 → C_out → N → ×γ₂ ─┤ mean over ops (+ β) → y (C_out)
@@ -6,14 +7,14 @@
 A path is one (op, output channel) pair, with importance |γ|; the search keeps C_out paths per layer and path
 (op, c) becomes one channel of the final network with conv_op's filter shape.
 
-Our adaptation of the paper's concat + BN supernet (blocks-spec K5): the nets need every layer to stay C_out wide
-(norm, activation, next conv, UNet skips and dense concats follow), so the paths are summed per output channel
-instead of concatenated. N is a parameter-free InstanceNorm per op and γ, β take over the affine of the layer's own
-norm, which `to_supernet` replaces by an identity. A kept path is then exactly a channel of the final network,
+Our adaptation of the paper's concat + BN supernet (docs/specs/blocks-spec.md K5): the nets need every layer to stay
+C_out wide (norm, activation, next conv, UNet skips and dense concats follow), so the paths are summed per output
+channel instead of concatenated. N is a parameter-free InstanceNorm per op and γ, β take over the affine of the layer's
+own norm, which `to_supernet` replaces by an identity. A kept path is then exactly a channel of the final network,
 IN(conv_op(x))·γ + β, and γ keeps the meaning of the paper's BN γ: scaling one path changes what the next layer sees
 (the following InstanceNorm would otherwise make every channel's scale, and so |γ|, meaningless).
 
-Variants (blocks-spec §3.6, K2/K3):
+Variants (docs/specs/blocks-spec.md §3.6, K2/K3):
 * performance (P): each training forward keeps a uniform random C_out of the n_ops·C_out paths and convolves only
   those filters (as one conv), so activations stay C_out wide; the kept paths at full weight are an unbiased
   estimate of the mean over ops that evaluation computes.

@@ -6,6 +6,7 @@ import torch
 from monai import transforms as T
 from monai.data import MetaTensor
 
+from medseg.data.plan import Plan
 from medseg.data.transforms import ClipNonzeroPercentilesd, augment, preprocess
 from medseg.evaluation.robustness import (
     PERTURBATIONS,
@@ -14,7 +15,6 @@ from medseg.evaluation.robustness import (
     perturb,
     score,
 )
-from medseg.plan import Plan
 
 AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])  # the SRI grid's axis codes: L, P, S (first axis left-right)
 
