@@ -22,6 +22,7 @@ NORMALIZE=${NORMALIZE:-nonzero}
 HEALTHY=${HEALTHY:-0.3}
 INIT=164e732
 THREADS=${THREADS:-1}
+SEED=${SEED:-0}
 mkdir -p "$WORK"
 git show "$INIT:medseg/models/brats.pt" > "$WORK/init.pt"
 python -m medseg.data.conversion.brats "$SHARED" "$WORK/brats.json" --heldout "$@"
@@ -30,7 +31,7 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m medseg.cli train --c
   --model.block=pmscn --model.block_kwargs="{inner_act: true}" --model.deep_supervision=true \
   --model.init_weights="$WORK/init.pt" --model.lr=0.001 --data.augmentation=sites --data.normalize="$NORMALIZE" \
   --data.negatives=2 --data.samples_per_case=2 --data.healthy_mirror="$HEALTHY" \
-  --data.steps_per_epoch="$STEPS" --trainer.max_steps="$STEPS" --trainer.max_epochs=-1 --seed_everything=0 \
+  --data.steps_per_epoch="$STEPS" --trainer.max_steps="$STEPS" --trainer.max_epochs=-1 --seed_everything="$SEED" \
   --trainer.logger=false --trainer.default_root_dir="$WORK/run"
 if [ "${EXPORT:-0}" = 1 ]; then
   python tools/bundle_model.py brats --export-only "$WORK/run/checkpoints/last.ckpt"
