@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("roots", nargs="+", help="cross-validation roots of the same cases (one per configuration)")
     f.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default: 1)")
     f.add_argument("--output", help="default: inference.json in the roots' common folder")
+    r = sub.add_parser("robustness", help="Dice and far false positives of a model on labelled cases perturbed as "
+                                          "other sites differ (intensity, gamma, bias, noise, resolution, FOV, ...)")
+    r.add_argument("--model", default="brats", help="bundled model name or checkpoint (default: brats)")
+    r.add_argument("--datalist", required=True, help="MSD-style JSON; images in the model's channel order + label")
+    r.add_argument("--cases", nargs="*", default=[], help="case names in the datalist (default: all)")
+    r.add_argument("--heldout", nargs="*", default=[], help="which of the cases the model never saw (reported)")
+    r.add_argument("--perturbations", nargs="*", default=[], help="names (default: all; see docs/robustness.md)")
+    r.add_argument("--label-convention", default="brats2013", help="the labels' convention (default: brats2013)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random perturbations (default: 0)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    r.add_argument("--output", help="write the scores as JSON here")
+    r.add_argument("--compare", help="an earlier run's JSON (another model): print both side by side")
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -214,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
             from medseg.evaluation.cv import find_best_command
 
             return find_best_command(args.roots, args.tolerance, args.output)
+        if command == "robustness":
+            from medseg.evaluation.robustness import robustness_command
+
+            return robustness_command(args.model, args.datalist, args.cases, args.perturbations, args.output,
+                                      args.heldout, args.label_convention, args.seed, args.device, argv[1:],
+                                      args.compare)
         if command == "bench":
             from medseg.bench.run import bench
 

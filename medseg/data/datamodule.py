@@ -4,7 +4,6 @@ import logging
 import random
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -17,7 +16,7 @@ from medseg.data.checks import check_training_set
 from medseg.data.datasets import brats_cases, read_datalist
 from medseg.data.intensity import training_fingerprint
 from medseg.data.plan import Plan
-from medseg.data.transforms import Augmentation, augment
+from medseg.data.transforms import Augmentation, Normalization, augment
 from medseg.em.targets import InstanceTargetsd
 from medseg.errors import MedsegError
 from medseg.labels import BRATS_MODALITIES, DEFAULT_CONVENTION, ConventionName, get_convention
@@ -39,13 +38,20 @@ class SegDataModule(pl.LightningDataModule):
         spacing: target voxel spacing (mm, in RAS axis order) or null to keep the native grid.
         voxel_size: EM voxel size (z, y, x) in nm for TIFF/HDF5 stacks, which carry none.
         crop_foreground: crop to the non-zero box (skull-stripped MRI); off for EM.
-        normalize: z-score over non-zero voxels (`nonzero`, MRI) or over all voxels (`all`, EM).
+        normalize: z-score over non-zero voxels (`nonzero`, MRI; `nonzero_clip` clips them to their 0.5/99.5
+            percentiles first; `nonzero_robust` uses their median and IQR, which a tumour moves far less) or over
+            all voxels (`all`, EM). Stored in the plan: predict normalises the same way.
         patch_size: training patch and sliding-window size, in voxels after resampling.
         samples_per_case: patches drawn per case per step (the batch is batch_size x samples_per_case).
         steps_per_epoch: draw this many batches per epoch (cases sampled with replacement), for datasets of one
             or a few large volumes (EM); null = one pass over the training cases.
         augmentation: `light` (flips, small intensity jitter) or `nnunet` (adds rotation and scaling, noise, blur,
-            brightness, contrast, low-resolution simulation and gamma, as nnU-Net does) for scans from other sites.
+            brightness, contrast, low-resolution simulation and gamma, as nnU-Net does) for scans from other sites;
+            `sites` adds a bias field, per-channel brightness and inverted gamma on top.
+        negatives: patches centred away from the label per patch centred on it (1: half and half); more shows
+            the model more tumour-free brain.
+        healthy_mirror: probability that a drawn MRI case is replaced by its healthier hemisphere mirrored over
+            the other (a brain with little or no tumour, labelled accordingly).
         val_cases: cases held out for validation when the datalist has no `validation` list.
         cache: where preprocessed cases are kept: `ram` (cache_rate of them), `disk` (for data larger than RAM) or
             `none` (preprocess every case at every step).
@@ -61,12 +67,14 @@ class SegDataModule(pl.LightningDataModule):
         spacing: list[float] | None = None,
         voxel_size: list[float] | None = None,
         crop_foreground: bool = True,
-        normalize: Literal["nonzero", "all"] = "nonzero",
+        normalize: Normalization = "nonzero",
         patch_size: list[int] = [64, 64, 64],  # noqa: B006
         batch_size: int = 1,
         samples_per_case: int = 2,
         steps_per_epoch: int | None = None,
         augmentation: Augmentation = "light",
+        negatives: float = 1.0,
+        healthy_mirror: float = 0.0,
         ignore_unlabelled: bool = False,
         val_cases: int = 1,
         num_workers: int = 0,
@@ -119,7 +127,8 @@ class SegDataModule(pl.LightningDataModule):
                 self.plan.case_transform(True), train, self.plan.regions, self.plan.modalities, h.seed))
         val = [{**case, "index": i} for i, case in enumerate(val)]  # counts each case once under DDP (SegModule)
         # one flat chain: CacheDataset caches up to the first random transform (a nested Compose counts as random)
-        sampling = augment(h.patch_size, h.samples_per_case, h.normalize == "nonzero", h.augmentation)
+        sampling = augment(h.patch_size, h.samples_per_case, h.normalize.startswith("nonzero"), h.augmentation,
+                           h.negatives, h.healthy_mirror)
         if self.convention.instances:
             sampling.append(InstanceTargetsd(self.convention.targets, h.ignore_unlabelled, self.convention.offsets))
         train_tf = T.Compose([*self.preprocessed().transforms, *sampling])

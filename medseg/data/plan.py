@@ -7,13 +7,12 @@ Preprocessing is built from a Plan and nothing else.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Literal
 
 from monai import transforms as T
 
 import medseg
 from medseg.data.cache import preprocessing_key
-from medseg.data.transforms import LabelToRegionsd, LoadCased, preprocess
+from medseg.data.transforms import LabelToRegionsd, LoadCased, Normalization, preprocess
 from medseg.errors import MedsegError
 from medseg.labels import Convention, get_convention
 
@@ -34,7 +33,8 @@ class Plan:
         label_convention: name in medseg.labels.CONVENTIONS; fixes the output regions and label values.
         spacing: target voxel spacing (mm, RAS order) or None for the native grid.
         voxel_size: (z, y, x) nm of EM stacks, which carry no geometry.
-        crop_foreground / normalize: crop to the non-zero box; z-score over non-zero voxels or all voxels.
+        crop_foreground / normalize: crop to the non-zero box; z-score over non-zero voxels (`nonzero_clip`: after
+            clipping them to their 0.5/99.5 percentiles; `nonzero_robust`: median and IQR instead) or all voxels.
         patch_size: training patch and sliding-window size, in voxels after resampling.
         arch / net: the network (medseg.nets.build_net arguments); empty while only the data side is known.
         keep_largest: postprocessing of the label map: keep only the largest connected component of the foreground
@@ -51,7 +51,7 @@ class Plan:
     spacing: tuple[float, ...] | None
     voxel_size: tuple[float, ...] | None
     crop_foreground: bool
-    normalize: Literal["nonzero", "all"]
+    normalize: Normalization
     patch_size: tuple[int, ...]
     arch: str = "unet"
     net: Mapping = field(default_factory=dict)
@@ -84,7 +84,8 @@ class Plan:
     def preprocessing(self, with_label: bool = False) -> list:
         """The deterministic chain after loading: orientation, spacing, crop, normalisation (invertible)."""
         keys = ["image", "label"] if with_label else ["image"]
-        return preprocess(keys, self.spacing, self.crop_foreground, self.normalize == "nonzero")
+        return preprocess(keys, self.spacing, self.crop_foreground, self.normalize.startswith("nonzero"),
+                          self.normalize == "nonzero_clip", self.normalize == "nonzero_robust")
 
     def case_transform(self, with_label: bool = False) -> T.Compose:
         """Files -> normalised (C, X, Y, Z) image (and (R, X, Y, Z) region masks, or (1, X, Y, Z) neuron ids):

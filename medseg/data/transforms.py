@@ -93,15 +93,70 @@ def background_to_zero(image: torch.Tensor) -> torch.Tensor:
     return image - image.amin(dim=(1, 2, 3), keepdim=True)  # (C, X, Y, Z) - (C, 1, 1, 1)
 
 
+class ClipNonzeroPercentilesd(T.MapTransform):
+    """Clip each channel's non-zero (brain) voxels to their own [lower, upper] percentiles, background left at 0:
+    the z-score that follows is then set by tissue, not by a site's bright vessels or dark outliers (nnU-Net clips
+    CT to its 0.5/99.5 percentiles for the same reason)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5):
+        super().__init__(["image"])
+        self.q = torch.tensor([lower / 100, upper / 100])
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        image = d["image"].clone()
+        for c in range(image.shape[0]):
+            brain = image[c] != 0
+            if brain.any():
+                values = image[c][brain]
+                lo, hi = torch.quantile(values[:: values.numel() // 2**24 + 1], self.q.to(values))  # size cap
+                image[c][brain] = values.clamp(lo, hi)
+        d["image"] = image
+        return d
+
+
+class RobustNormalizeNonzerod(T.MapTransform):
+    """Per channel, (x - median) / (IQR / 1.349) over the non-zero (brain) voxels; the background stays 0.
+
+    Why: the mean and standard deviation of a brain depend on its tumour. Removing the tumour of a training case
+    (mirroring its healthy hemisphere) shrinks the FLAIR standard deviation to 0.74-0.80 of what it was and moves
+    the mean by -0.15 to -0.27 sd, so normal brain of a scan with a small tumour z-scores as bright as tumour did
+    in training; median and IQR move far less (IQR 0.89-1.05, docs/robustness.md).
+    """
+
+    def __init__(self):
+        super().__init__(["image"])
+        self.q = torch.tensor([0.25, 0.5, 0.75])
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        image = d["image"].clone()
+        for c in range(image.shape[0]):
+            brain = image[c] != 0
+            if brain.any():
+                values = image[c][brain]
+                q1, median, q3 = torch.quantile(values[:: values.numel() // 2**24 + 1], self.q.to(values))
+                image[c][brain] = (values - median) / torch.clamp((q3 - q1) / 1.349, min=1e-8)
+        d["image"] = image
+        return d
+
+
+Normalization = Literal["nonzero", "nonzero_clip", "nonzero_robust", "all"]
+
+
 def preprocess(
     keys: Sequence[str],
     spacing: Sequence[float] | None,
     crop_foreground: bool,
     normalize_nonzero: bool,
+    clip_percentiles: bool = False,
+    robust: bool = False,
 ) -> list:
     """Deterministic preprocessing, invertible where it moves voxels: canonical orientation, spacing, crop, z-score.
 
-    With normalize_nonzero (MRI) the background is taken to be each channel's minimum and shifted to 0 first.
+    With normalize_nonzero (MRI) the background is taken to be each channel's minimum and shifted to 0 first;
+    clip_percentiles (`nonzero_clip`) clips the brain to its 0.5/99.5 percentiles before the z-score; robust
+    (`nonzero_robust`) normalises the brain by its median and IQR instead (RobustNormalizeNonzerod).
     """
     modes = ["bilinear", "nearest"][: len(keys)]
     steps = [T.Lambdad("image", background_to_zero)] if normalize_nonzero else []
@@ -111,6 +166,10 @@ def preprocess(
     if crop_foreground:
         steps.append(T.CropForegroundd(keys, source_key="image", select_fn=lambda x: x != 0, margin=2,
                                        allow_smaller=True))
+    if clip_percentiles:
+        steps.append(ClipNonzeroPercentilesd())
+    if robust:
+        return [*steps, RobustNormalizeNonzerod()]
     steps.append(T.NormalizeIntensityd("image", nonzero=normalize_nonzero, channel_wise=True))
     return steps
 
@@ -129,27 +188,62 @@ class ForegroundMaskd(T.MapTransform):
         return d
 
 
-Augmentation = Literal["light", "nnunet", "em"]
+class RandHealthyMirrord(T.RandomizableTransform, T.MapTransform):
+    """With probability `prob`, mirror the hemisphere with less tumour over the other one (first axis: left-right
+    after the RAS reorientation), image and region masks together: a brain with little or no tumour, so that
+    the model also sees whole tumour-free brains and stops expecting a tumour in every scan. The training cases'
+    mirrors keep 0-57 mL of tumour (docs/robustness.md), labelled as mirrored."""
+
+    def __init__(self, prob: float):
+        T.MapTransform.__init__(self, ["image", "label"])
+        T.RandomizableTransform.__init__(self, prob)
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize(None)
+        if not self._do_transform:
+            return data
+        from medseg.evaluation.robustness import healthy_mirror
+
+        d = dict(data)
+        image, label = d["image"], d["label"]
+        brain = np.asarray((image != 0).any(dim=0))
+        if not brain.any():
+            return d
+        both = np.concatenate([np.asarray(image), np.asarray(label)])
+        mirrored, _, _ = healthy_mirror(both, np.asarray(label[0]) > 0, brain)
+        d["image"], d["label"] = image.clone(), label.clone()
+        d["image"][:] = torch.from_numpy(np.ascontiguousarray(mirrored[: image.shape[0]]))
+        d["label"][:] = torch.from_numpy(np.ascontiguousarray(mirrored[image.shape[0]:]))
+        return d
+
+
+Augmentation = Literal["light", "nnunet", "sites", "em"]
 
 
 def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground: bool,
-            augmentation: Augmentation = "light") -> list:
-    """Patch sampling (half the patches centred on a labelled voxel), then flips and intensity changes.
+            augmentation: Augmentation = "light", negatives: float = 1.0, healthy_mirror: float = 0.0) -> list:
+    """Patch sampling (1 patch centred on a labelled voxel per `negatives` centred elsewhere), then flips and
+    intensity changes.
 
     Negative centres come from the foreground: the non-zero brain for MRI (`nonzero_foreground`), the whole
-    volume otherwise (EM). `nnunet` adds nnU-Net's spatial and intensity augmentation (rotation and scaling,
-    Gaussian noise and blur, brightness, contrast, low-resolution simulation, gamma) with its probabilities, for
-    models that must work on scans from other sites; `light` keeps flips and a small intensity jitter; `em` is
-    PyTorch Connectomics' EM set (medseg.em.augment: section artefacts, elastic, rescaling, the 48 flips and
-    transposes of a cubic patch).
+    volume otherwise (EM); more of them (`negatives` > 1) shows the model more tumour-free brain. `nnunet` adds
+    nnU-Net's spatial and intensity augmentation (rotation and scaling, Gaussian noise and blur, brightness,
+    contrast, low-resolution simulation, gamma) with its probabilities, for models that must work on scans from
+    other sites; `sites` adds to it what differs between MRI sites and nnU-Net leaves out: a smooth bias field,
+    per-channel brightness and gamma on the inverted image (offsets and global scale the z-score removes);
+    `light` keeps flips and a small intensity jitter. `healthy_mirror`: probability of a tumour-free brain made by
+    RandHealthyMirrord first.
+    `em` is PyTorch Connectomics' EM set (medseg.em.augment: section artefacts, elastic, rescaling, the 48 flips
+    and transposes of a cubic patch).
     """
     keys = ["image", "label"]
-    crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=1,
+    crop = T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1, neg=negatives,
                                     num_samples=samples_per_case, image_threshold=0,
                                     image_key="foreground" if nonzero_foreground else None)
     if nonzero_foreground:
         sampling = [T.SpatialPadd(keys, spatial_size=patch_size), ForegroundMaskd(), crop,
                     T.DeleteItemsd("foreground")]
+        sampling = ([RandHealthyMirrord(healthy_mirror)] if healthy_mirror else []) + sampling
     else:
         sampling = [T.SpatialPadd(keys, spatial_size=patch_size), crop]
     if augmentation == "em":
@@ -160,6 +254,11 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
             T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
             T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         ]
+    sites = [
+        T.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.2), degree=3),  # multiplies: background stays 0
+        T.RandScaleIntensityd("image", factors=0.2, prob=0.2, channel_wise=True),  # one channel brighter
+        T.RandAdjustContrastd("image", prob=0.15, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+    ] if augmentation == "sites" else []
     return sampling + [
         T.RandAffined(keys, prob=0.2, rotate_range=[math.pi / 6] * 3, scale_range=[(-0.3, 0.4)] * 3,
                       mode=["bilinear", "nearest"], padding_mode="zeros", spatial_size=patch_size),
@@ -169,5 +268,6 @@ def augment(patch_size: Sequence[int], samples_per_case: int, nonzero_foreground
         T.RandScaleIntensityFixedMeand("image", factors=0.25, prob=0.15),  # contrast around the mean
         T.RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
         T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),  # gamma, on the patch's min-max range
+        *sites,
         *flips,
     ]

@@ -41,6 +41,8 @@ class SegModule(pl.LightningModule):
         deep_supervision: nnU-Net's deep supervision, in training only: 1×1×1 heads on the decoder levels below
             full resolution (the lowest dropped), DiceCE against nearest-downsampled regions, weighted 1/2^i and
             normalised. The heads live here, not in the net, so checkpoints predict like any other.
+        init_weights: start from the network weights of this checkpoint or bundled model (fine-tuning, e.g. a new
+            recipe from the bundled `brats` model); its network arguments must equal these.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class SegModule(pl.LightningModule):
         channels_last: bool | None = None,
         compile: bool = False,
         deep_supervision: bool = False,
+        init_weights: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -67,6 +70,8 @@ class SegModule(pl.LightningModule):
         self.convention = get_convention(label_convention)
         self.regions = list(self.convention.regions)
         self.net = build_net(arch, len(modalities), len(self.regions), **self.net_kwargs())
+        if init_weights:
+            self.load_weights(init_weights)
         if self.convention.instances:  # EM neuron ids: boundary/affinity maps with ignored voxels
             self.loss = MaskedDiceBCE()
         else:
@@ -87,6 +92,18 @@ class SegModule(pl.LightningModule):
         h = self.hparams
         return {"channels": h.channels, "strides": h.strides, "kernel_sizes": h.kernel_sizes, "block": h.block,
                 "block_kwargs": h.block_kwargs}
+
+    def load_weights(self, source: str) -> None:
+        """The network weights of a checkpoint or bundled model, whose network must be this one."""
+        from medseg.models import resolve_model
+        from medseg.models.loading import load_checkpoint
+
+        plan, state = load_checkpoint(resolve_model(source))
+        mine = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.net_kwargs().items()}
+        theirs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in plan.net.items()}
+        if plan.arch != self.hparams.arch or mine != theirs:
+            raise MedsegError(f"model.init_weights: {source} is {plan.arch} {theirs}, not {self.hparams.arch} {mine}")
+        self.net.load_state_dict(state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
