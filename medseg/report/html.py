@@ -5,7 +5,7 @@ gzipped and base64-encoded and imported from a blob: URL; the scan channels and 
 NIfTI. To keep a page small, the volumes are cropped to the box of non-zero voxels (the skull-stripped brain) plus
 2 voxels, the scans are stored as uint8 between the 0.5th and 99.5th percentiles of the brain (the preview's
 window), and a volume larger than MAX_VOXELS after cropping is subsampled by an integer stride on every axis (a
-BraTS case at 1 mm, 240x240x155, needs no stride: about 5 MB a page). Without WebGL2 the page shows the preview
+BraTS case at 1 mm, 240x240x155, needs no stride: 4.7 MB for BraTS2021_00006). Without WebGL2 the page shows the preview
 PNG (medseg.inference.preview) and says why. `window.medsegReady` becomes true once the viewer has drawn or the
 fallback is shown, so the page can be tested headless.
 """

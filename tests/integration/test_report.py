@@ -93,7 +93,7 @@ def test_viewer_draws_offline_and_shows_the_stats(predicted):
             assert not page.is_visible("#fallback")
             canvases = page.query_selector_all("canvas")
             largest = max(canvases, key=lambda c: c.bounding_box()["width"] * c.bounding_box()["height"])
-            pixels = np.asarray(Image.open(io.BytesIO(largest.screenshot())).convert("L"), dtype=float)
+            pixels = np.asarray(Image.open(io.BytesIO(largest.screenshot(timeout=120_000))).convert("L"), dtype=float)
             assert pixels.std() > 5  # the scan and mask are drawn, not a blank canvas
             rows = [r.split("\t") for r in page.inner_text("#volumes").splitlines()[1:]]
             qc_score = float(page.inner_text("#qc-score"))

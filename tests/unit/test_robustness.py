@@ -179,3 +179,17 @@ def test_rand_healthy_mirror_makes_a_tumour_free_training_brain(case):
     assert np.array_equal(out["image"].numpy()[:, 3:20], out["image"].numpy()[:, 36:19:-1])
     assert RandHealthyMirrord(0.0)(data) is data  # never applied at probability 0
     assert np.array_equal(data["image"].numpy(), image)  # the input is not modified
+
+
+def test_init_weights_starts_from_the_bundled_model_and_checks_the_net():
+    from medseg.errors import MedsegError
+    from medseg.models import resolve_model
+    from medseg.models.loading import load_checkpoint
+    from medseg.training.module import SegModule
+
+    kwargs = {"modalities": ["flair", "t1ce"], "label_convention": "brats2013", "block": "pmscn"}
+    module = SegModule(**kwargs, block_kwargs={"inner_act": True}, init_weights="brats")
+    _, state = load_checkpoint(resolve_model("brats"))
+    assert all(torch.equal(module.net.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(MedsegError, match="init_weights"):
+        SegModule(**kwargs, init_weights="brats")  # the default PmSCn block differs from the bundled one's
