@@ -93,14 +93,16 @@ def background_to_zero(image: torch.Tensor) -> torch.Tensor:
     return image - image.amin(dim=(1, 2, 3), keepdim=True)  # (C, X, Y, Z) - (C, 1, 1, 1)
 
 
-class ClipNonzeroPercentilesd(T.MapTransform):
-    """Clip each channel's non-zero (brain) voxels to their own [lower, upper] percentiles, background left at 0:
-    the z-score that follows is then set by tissue, not by a site's bright vessels or dark outliers (nnU-Net clips
-    CT to its 0.5/99.5 percentiles for the same reason)."""
+class BrainChannelsd(T.MapTransform):
+    """Base of the per-channel brain transforms: `brain_values` maps each channel's non-zero (brain) voxels, given
+    the `quantiles` of them, and the background stays 0."""
 
-    def __init__(self, lower: float = 0.5, upper: float = 99.5):
+    def __init__(self, quantiles: Sequence[float]):
         super().__init__(["image"])
-        self.q = torch.tensor([lower / 100, upper / 100])
+        self.q = torch.tensor(quantiles)
+
+    def brain_values(self, values: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
@@ -109,13 +111,25 @@ class ClipNonzeroPercentilesd(T.MapTransform):
             brain = image[c] != 0
             if brain.any():
                 values = image[c][brain]
-                lo, hi = torch.quantile(values[:: values.numel() // 2**24 + 1], self.q.to(values))  # size cap
-                image[c][brain] = values.clamp(lo, hi)
+                quantiles = torch.quantile(values[:: values.numel() // 2**24 + 1], self.q.to(values))  # size cap
+                image[c][brain] = self.brain_values(values, quantiles)
         d["image"] = image
         return d
 
 
-class RobustNormalizeNonzerod(T.MapTransform):
+class ClipNonzeroPercentilesd(BrainChannelsd):
+    """Clip each channel's non-zero (brain) voxels to their own [lower, upper] percentiles, background left at 0:
+    the z-score that follows is then set by tissue, not by a site's bright vessels or dark outliers (nnU-Net clips
+    CT to its 0.5/99.5 percentiles for the same reason)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5):
+        super().__init__([lower / 100, upper / 100])
+
+    def brain_values(self, values: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+        return values.clamp(*quantiles)
+
+
+class RobustNormalizeNonzerod(BrainChannelsd):
     """Per channel, (x - median) / (IQR / 1.349) over the non-zero (brain) voxels; the background stays 0.
 
     Why: the mean and standard deviation of a brain depend on its tumour. Removing the tumour of a training case
@@ -125,20 +139,11 @@ class RobustNormalizeNonzerod(T.MapTransform):
     """
 
     def __init__(self):
-        super().__init__(["image"])
-        self.q = torch.tensor([0.25, 0.5, 0.75])
+        super().__init__([0.25, 0.5, 0.75])
 
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        image = d["image"].clone()
-        for c in range(image.shape[0]):
-            brain = image[c] != 0
-            if brain.any():
-                values = image[c][brain]
-                q1, median, q3 = torch.quantile(values[:: values.numel() // 2**24 + 1], self.q.to(values))
-                image[c][brain] = (values - median) / torch.clamp((q3 - q1) / 1.349, min=1e-8)
-        d["image"] = image
-        return d
+    def brain_values(self, values: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+        q1, median, q3 = quantiles
+        return (values - median) / torch.clamp((q3 - q1) / 1.349, min=1e-8)
 
 
 Normalization = Literal["nonzero", "nonzero_clip", "nonzero_robust", "all"]
