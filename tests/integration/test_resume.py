@@ -110,7 +110,7 @@ def test_time_interval_refreshes_last_between_validations(brats_root, tmp_path):
                f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=4", "--data.steps_per_epoch=4",
                "--trainer.num_sanity_val_steps=0", "--checkpoint.train_time_interval=0:00:00.001",
                "--checkpoint.every_n_train_steps=100",
-               "--trainer.callbacks+=tests.test_resume.LastCheckpointSteps",
+               "--trainer.callbacks+=tests.integration.test_resume.LastCheckpointSteps",
                f"--trainer.callbacks.dirpath={tmp_path / 'checkpoints'}"])
     assert rc == 0
     assert LastCheckpointSteps.seen == [None, 1, 2, 3]
