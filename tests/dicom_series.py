@@ -2,6 +2,7 @@
 variants DICOM input must survive: shuffled file names without a suffix, slices numbered in reverse, a negated
 column direction (TotalSegmentator PR #598's case), rescale slope/intercept, a zip."""
 
+import locale
 import random
 import zipfile
 from pathlib import Path
@@ -101,6 +102,14 @@ def write_series_sitk(img: nib.Nifti1Image, folder: Path, description: str, *, s
     tags = {"0010|0010": "Hidden^Case", "0010|0020": "H1", "0020|000d": study, "0020|000e": generate_uid(),
             "0020|0052": frame, "0008|0060": "MR", "0008|103e": description, "0020|0011": str(number),
             "0008|0016": MRImageStorage, "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))}
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets the C locale (ASCII): put the test run's back
+    try:
+        _write_slices(volume, tags, folder, number)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(volume: sitk.Image, tags: dict[str, str], folder: Path, number: int) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     writer.SetImageIO("GDCMImageIO")

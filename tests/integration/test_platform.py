@@ -49,7 +49,7 @@ def test_dockerfile_pins_base_runs_unprivileged_and_installs_what_ci_tests():
     # the project goes in with CI's pip command, nothing else is installed on top of the image
     installs = [s for s in steps if "pip install" in s or "apt-get" in s or "conda" in s]
     assert len(installs) == 1 and "python -m pip install --no-cache-dir . &&" in installs[0]
-    assert 'python -m pip install -q -e ".[test]"' in ci
+    assert 'python -m pip install -q -e ".[test,docs]"' in ci  # CI tests the package and builds the docs
     users = [s.split()[1] for s in steps if s.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert 'ENTRYPOINT ["medseg"]' in steps
