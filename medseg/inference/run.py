@@ -73,22 +73,21 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
             raise MedsegError(f"{p}: no such file or directory")
     if options.output_type == "dicom-seg" and output and suffix(output) in FILE_SUFFIXES and suffix(output) != ".dcm":
         raise MedsegError(f"{output}: --output-type dicom-seg writes a .dcm file")
-    if dicom.is_dicom(paths):
-        predictor = load_predictor(model or default_model([]), device=device, overlap=overlap, tta=tta,
-                                   channels_last=channels_last, compile=compile, decode=decode,
-                                   keep_largest=keep_largest)
+    is_dicom = dicom.is_dicom(paths)
+    if options.output_type == "dicom-seg" and not is_dicom:
+        raise MedsegError(f"--output-type dicom-seg: a DICOM-SEG references the DICOM images it segments, and "
+                          f"{paths[0]} is not DICOM; give the DICOM series as input, or write NIfTI masks")
+    if not is_dicom and any(p.is_dir() for p in paths) and len(paths) > 1:
+        raise MedsegError("give one case folder, one folder of cases, or image files only")
+    model = model or default_model([] if is_dicom else
+                                   [str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
+    predictor = load_predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
+                               compile=compile, decode=decode, keep_largest=keep_largest, voxel_size=voxel_size)
+    if is_dicom:
         if isinstance(predictor, Ensemble):
             raise MedsegError("DICOM input takes a single model, not an ensemble (convert the series to NIfTI)")
         predict_dicom(predictor, paths, output, options)
         return 0
-    if options.output_type == "dicom-seg":
-        raise MedsegError(f"--output-type dicom-seg: a DICOM-SEG references the DICOM images it segments, and "
-                          f"{paths[0]} is not DICOM; give the DICOM series as input, or write NIfTI masks")
-    if any(p.is_dir() for p in paths) and len(paths) > 1:
-        raise MedsegError("give one case folder, one folder of cases, or image files only")
-    model = model or default_model([str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
-    predictor = load_predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                               compile=compile, decode=decode, keep_largest=keep_largest, voxel_size=voxel_size)
     if options.chunk:
         if isinstance(predictor, Ensemble):
             raise MedsegError("--chunk takes a single model, not an ensemble")
