@@ -12,6 +12,7 @@ import torch
 from monai import transforms as T
 from monai.data import MetaTensor
 
+from medseg.data import mirror
 from medseg.data.checks import check_label_grid
 from medseg.data.io import Volume, read_volume
 from medseg.em.augment import em_augmentation
@@ -193,10 +194,23 @@ class ForegroundMaskd(T.MapTransform):
         return d
 
 
+def restandardize(image: np.ndarray) -> np.ndarray:
+    """Z-score each channel of a normalised (C, X, Y, Z) brain again over its own non-zero voxels: a brain that
+    lost its tumour has a smaller FLAIR sd (docs/robustness.md), and predict z-scores a real small-tumour brain
+    with its own statistics, so a training mirror must be seen the same way."""
+    brain = (image != 0).any(axis=0)
+    out = image.astype(np.float32, copy=True)
+    for channel in out:  # (X, Y, Z) views
+        values = channel[brain]
+        channel[brain] = (values - values.mean()) / max(float(values.std()), 1e-6)
+    return out
+
+
 class RandHealthyMirrord(T.RandomizableTransform, T.MapTransform):
     """With probability `prob`, mirror the hemisphere with less tumour over the other one (first axis: left-right
     after the RAS reorientation), image and region masks together: a brain with little or no tumour, so that
-    the model also sees whole tumour-free brains and stops expecting a tumour in every scan. The training cases'
+    the model also sees whole tumour-free brains and stops expecting a tumour in every scan; the image is
+    z-scored again over the mirrored brain, as predict would normalise it. The training cases'
     mirrors keep 0-57 mL of tumour (docs/robustness.md), labelled as mirrored."""
 
     def __init__(self, prob: float):
@@ -207,17 +221,16 @@ class RandHealthyMirrord(T.RandomizableTransform, T.MapTransform):
         self.randomize(None)
         if not self._do_transform:
             return data
-        from medseg.evaluation.robustness import healthy_mirror
-
         d = dict(data)
         image, label = d["image"], d["label"]
         brain = np.asarray((image != 0).any(dim=0))
         if not brain.any():
             return d
         both = np.concatenate([np.asarray(image), np.asarray(label)])
-        mirrored, _, _ = healthy_mirror(both, np.asarray(label[0]) > 0, brain)
+        mirrored, _, _ = mirror.healthy_mirror(both, np.asarray(label[0]) > 0, brain)
+        channels = restandardize(mirrored[: image.shape[0]])
         d["image"], d["label"] = image.clone(), label.clone()
-        d["image"][:] = torch.from_numpy(np.ascontiguousarray(mirrored[: image.shape[0]]))
+        d["image"][:] = torch.from_numpy(np.ascontiguousarray(channels))
         d["label"][:] = torch.from_numpy(np.ascontiguousarray(mirrored[image.shape[0]:]))
         return d
 

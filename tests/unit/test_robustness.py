@@ -177,6 +177,9 @@ def test_rand_healthy_mirror_makes_a_tumour_free_training_brain(case):
     assert isinstance(out["image"], MetaTensor) and out["image"].shape == image.shape
     assert out["label"].sum() == 0  # the one-sided tumour is gone, image and label mirrored together
     assert np.array_equal(out["image"].numpy()[:, 3:20], out["image"].numpy()[:, 36:19:-1])
+    mirrored = out["image"].numpy()
+    inside = mirrored[:, (mirrored != 0).any(axis=0)]
+    assert np.allclose(inside.mean(axis=1), 0, atol=1e-4) and np.allclose(inside.std(axis=1), 1, atol=1e-3)
     assert RandHealthyMirrord(0.0)(data) is data  # never applied at probability 0
     assert np.array_equal(data["image"].numpy(), image)  # the input is not modified
 
