@@ -205,7 +205,7 @@ def robustness(model: str, datalist: str, cases: Sequence[str] = (), perturbatio
         for name in names:
             start = time.perf_counter()
             img, lab, within = perturb(name, raw, label, brain, spacing, seed, np.asarray(affine))
-            probs = predictor.probabilities(MetaTensor(torch.from_numpy(img), affine=affine), reference.path)
+            probs, _ = predictor.probabilities(MetaTensor(torch.from_numpy(img), affine=affine), reference.path)
             labels = model_conv.from_regions((probs > 0.5).astype(np.uint8))
             if predictor.keep_largest:
                 labels = largest_component(labels)
