@@ -19,7 +19,8 @@ from monai import transforms as T
 from monai.data import MetaTensor
 
 from medseg.evaluation.robustness import healthy_mirror
-from medseg.inference.predictor import Predictor, largest_component
+from medseg.inference.postprocess import largest_component
+from medseg.inference.predictor import Predictor
 
 
 def load(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ without `medseg predict --keep-largest` (the postprocessing the bundled brats mo
     python experiments/keep_largest_check.py runs/compare-300 --shared ../shared/data
 
 Reads every <table>/runs/<budget>/<variant>/seed<k>/pred/<case>.nii.gz written by experiments/compare_blocks.py, keeps
-the largest 26-connected foreground component (medseg.inference.predictor.largest_component, the code predict
+the largest 26-connected foreground component (medseg.inference.postprocess.largest_component, the code predict
 runs) and prints per-mask Dice WT/TC/ET before and after, then the mean change and how many masks got worse: the
 evidence nnU-Net also uses to decide this postprocessing (on held-out predictions, per dataset).
 """
@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from medseg.data.conversion.brats import cases as shared_cases  # noqa: E402
 from medseg.evaluation.metrics import evaluate_case  # noqa: E402
-from medseg.inference.predictor import largest_component  # noqa: E402
+from medseg.inference.postprocess import largest_component  # noqa: E402
 
 
 def main() -> None:

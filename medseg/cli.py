@@ -13,6 +13,27 @@ from medseg.errors import MedsegError
 from medseg.labels import BRATS_MODALITIES, CONVENTIONS, DEFAULT_CONVENTION
 
 
+def flair_z(text: str) -> float | str:
+    """--lesion-flair-z: a number of brain SDs, or `off`."""
+    if text == "off":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+
+
+def add_postprocessing(p: argparse.ArgumentParser) -> None:
+    """The label-map postprocessing flags; their defaults are what the model's plan says."""
+    p.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep only the largest connected lesion of the mask (default: as the model says; the bundled "
+                        "brats model: on)")
+    p.add_argument("--lesion-flair-z", type=flair_z, metavar="Z|off",
+                   help="drop lesions whose FLAIR 75th percentile is below Z brain SDs (not FLAIR-hyperintense: "
+                        "venous sinuses, cortex), before --keep-largest (default: as the model says; the bundled "
+                        "brats model: 1.0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description="3D segmentation of brain MRI and EM volumes.")
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
@@ -38,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "referencing the input series (DICOM inputs only; also chosen by --output NAME.dcm); default: "
                    "NIfTI (docs/dicom.md)")
     p.add_argument("--tta", action="store_true", help="average the 8 mirrorings (8x the time)")
-    p.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep only the largest connected lesion of the mask (default: as the model says; the bundled "
-                        "brats model: on)")
+    add_postprocessing(p)
     p.add_argument("--save-probabilities", metavar="PATH",
                    help="region probabilities as a 4D float32 NIfTI (a folder for a folder of cases)")
     p.add_argument("--preview", metavar="PNG", help="three orthogonal slices through the largest lesion with the mask "
@@ -109,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     r.add_argument("--output", help="write the scores as JSON here")
     r.add_argument("--compare", help="an earlier run's JSON (another model): print both side by side")
+    add_postprocessing(r)
     d = sub.add_parser("demo", help="train a small model on the bundled sample and segment a held-out case")
     d.add_argument("--output", default="medseg-demo", help="run folder (default: ./medseg-demo)")
     d.add_argument("--minutes", type=float, default=3.0, help="training time (default: 3)")
@@ -208,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 decode["merge_below"] = None  # 0: no merging
             return predict(args.inputs, args.model, args.output, device=args.device, overlap=args.overlap,
                            tta=args.tta, channels_last=args.channels_last, compile=args.compile, options=options,
-                           decode=decode, keep_largest=args.keep_largest, voxel_size=args.voxel_size)
+                           decode=decode, keep_largest=args.keep_largest, voxel_size=args.voxel_size,
+                           lesion_flair_z=args.lesion_flair_z)
         if command == "models":
             from medseg.models.listing import list_models
 
@@ -231,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return robustness_command(args.model, args.datalist, args.cases, args.perturbations, args.output,
                                       args.heldout, args.label_convention, args.seed, args.device, argv[1:],
-                                      args.compare)
+                                      args.compare, args.keep_largest, args.lesion_flair_z)
         if command == "bench":
             from medseg.bench.run import bench
 

@@ -23,7 +23,7 @@ FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 NET_KEYS = ("channels", "strides", "kernel_sizes", "block", "block_kwargs")
 # added after format 2 checkpoints were written: their default when absent
-OPTIONAL = ("keep_largest", "fingerprint", "decode")
+OPTIONAL = ("keep_largest", "fingerprint", "decode", "lesion_flair_z")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class Plan:
         keep_largest: postprocessing of the label map: keep only the largest connected component of the foreground
             (nnU-Net's "remove all but the largest component"), decided after training from held-out cases and
             stored with the model, as nnU-Net does; `medseg predict --keep-largest/--no-keep-largest` overrides it.
+        lesion_flair_z: postprocessing, before keep_largest: drop every lesion whose FLAIR 75th percentile is below
+            this many brain SDs above the brain mean (medseg.inference.postprocess); None: off. `medseg predict
+            --lesion-flair-z Z|off` overrides it.
         fingerprint: intensity and size statistics of the training cases after preprocessing
             (medseg.inference.qc.training_fingerprint), which quality control compares each prediction with.
         decode: EM neuron models: the decoding (medseg.em.decode.DecodeParams fields) chosen on the validation
@@ -58,6 +61,7 @@ class Plan:
     keep_largest: bool = False
     fingerprint: Mapping | None = None
     decode: Mapping | None = None
+    lesion_flair_z: float | None = None
     format: int = FORMAT
 
     @classmethod

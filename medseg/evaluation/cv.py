@@ -121,7 +121,7 @@ def cv_summary_command(root: str, tolerance: float, json_out: str | None, csv_ou
 
 def find_best(roots: list[str], tolerance: float = DEFAULT_TOLERANCE_MM) -> dict:
     """Every candidate's per-case scores and summary, and the winner (see the module docstring)."""
-    from medseg.inference.predictor import largest_component  # evaluation sits below inference
+    from medseg.inference.postprocess import largest_component  # evaluation sits below inference
 
     oofs = [out_of_fold(r) for r in roots]
     first = oofs[0]

@@ -168,9 +168,12 @@ def perturb(name: str, image: np.ndarray, label: np.ndarray, brain: np.ndarray, 
 
 
 def robustness(model: str, datalist: str, cases: Sequence[str] = (), perturbations: Sequence[str] = (),
-               reference_convention: str = "brats2013", seed: int = 0, device: str = "auto") -> dict:
-    """Scores of every (case, perturbation) for one model: {case: {perturbation: scores}}."""
-    from medseg.inference.predictor import Predictor, largest_component
+               reference_convention: str = "brats2013", seed: int = 0, device: str = "auto",
+               keep_largest: bool | None = None, lesion_flair_z: float | str | None = None) -> dict:
+    """Scores of every (case, perturbation) for one model: {case: {perturbation: scores}}; the postprocessing
+    is the model's plan's unless given (as `medseg predict`'s flags)."""
+    from medseg.inference.postprocess import postprocess
+    from medseg.inference.predictor import Predictor
 
     names = list(perturbations) or list(PERTURBATIONS)
     unknown = sorted(set(names) - set(PERTURBATIONS))
@@ -182,7 +185,7 @@ def robustness(model: str, datalist: str, cases: Sequence[str] = (), perturbatio
     missing = [c for c in picked if c not in every]
     if missing:
         raise MedsegError(f"{datalist}: no cases named {missing}; it has {', '.join(every)}")
-    predictor = Predictor(model, device=device)
+    predictor = Predictor(model, device=device, keep_largest=keep_largest, lesion_flair_z=lesion_flair_z)
     ref_conv, model_conv = get_convention(reference_convention), predictor.plan.convention
     results: dict[str, dict] = {}
     for case in picked:
@@ -206,9 +209,8 @@ def robustness(model: str, datalist: str, cases: Sequence[str] = (), perturbatio
             start = time.perf_counter()
             img, lab, within = perturb(name, raw, label, brain, spacing, seed, np.asarray(affine))
             probs, _ = predictor.probabilities(MetaTensor(torch.from_numpy(img), affine=affine), reference.path)
-            labels = model_conv.from_regions((probs > 0.5).astype(np.uint8))
-            if predictor.keep_largest:
-                labels = largest_component(labels)
+            labels = postprocess(model_conv.from_regions((probs > 0.5).astype(np.uint8)), img, predictor.plan,
+                                 predictor.keep_largest, predictor.lesion_flair_z)
             pred = model_conv.to_regions(labels[None]).astype(bool)
             truth = ref_conv.to_regions(lab[None]).astype(bool)
             results[case][name] = score(pred, truth, list(model_conv.regions), ml, within)
@@ -254,7 +256,8 @@ def compare_markdown(before: dict, after: dict) -> str:
 
 def robustness_command(model: str, datalist: str, cases: Sequence[str], perturbations: Sequence[str],
                        output: str | None, heldout: Sequence[str], convention: str, seed: int, device: str,
-                       argv: Sequence[str], compare: str | None = None) -> int:
+                       argv: Sequence[str], compare: str | None = None, keep_largest: bool | None = None,
+                       lesion_flair_z: float | str | None = None) -> int:
     """`medseg robustness`: run, write the JSON (with the command line and which cases were held out), print the
     tables (with `compare`, an earlier run's JSON, side by side with it)."""
     before = None
@@ -263,7 +266,8 @@ def robustness_command(model: str, datalist: str, cases: Sequence[str], perturba
             before = json.loads(Path(compare).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise MedsegError(f"{compare}: not a robustness JSON ({e})") from None
-    scores = robustness(model, datalist, cases, perturbations, convention, seed, device)
+    scores = robustness(model, datalist, cases, perturbations, convention, seed, device, keep_largest,
+                        lesion_flair_z)
     roles = {c: ("held out from this model's training" if c in heldout else "in this model's training set")
              for c in scores}
     result = {"command": "medseg robustness " + " ".join(argv), "model": model, "seed": seed,

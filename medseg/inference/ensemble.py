@@ -82,6 +82,7 @@ class Ensemble:
                                       f"{_show(a)}, {other.source} has {_show(b)}")
         self.plan = first.plan
         self.keep_largest = all(p.keep_largest for p in self.members)
+        self.lesion_flair_z = first.lesion_flair_z
         self.decode = first.decode
 
     def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:
@@ -124,7 +125,7 @@ class Ensemble:
 
     def labels(self, prediction: CasePrediction) -> np.ndarray:
         """The mask of the mean probabilities, as a single model's (Predictor.labels, on this ensemble's plan)."""
-        return Predictor.labels(self, prediction)  # it reads only plan, decode and keep_largest
+        return Predictor.labels(self, prediction)  # it reads plan, decode and the postprocessing
 
 
 def spread(members: Sequence[np.ndarray]) -> np.ndarray:

@@ -26,6 +26,7 @@ from medseg.data.plan import Plan
 from medseg.em.decode import DecodeParams, decode
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel, match_channels
+from medseg.inference.postprocess import postprocess
 from medseg.inference.qc import uncertainty as qc_uncertainty
 from medseg.inference.voxels import resampling, stored_voxel_size, zoom, zoom_back
 from medseg.models import bundled_fingerprint, resolve_model
@@ -87,6 +88,8 @@ class Predictor:
     decode: how EM boundary/affinity maps become neuron ids (medseg.em.decode): DecodeParams as they are, or a
         mapping of overrides of what the model's plan stores (None: the plan's, else DecodeParams' defaults).
     keep_largest: keep only the largest foreground component of label maps (None: what the model's plan says).
+    lesion_flair_z: drop lesions whose FLAIR is not hyperintense (medseg.inference.postprocess; None: the plan's
+        threshold, "off": never).
     voxel_size: EM stacks' (z, y, x) voxel size in nm (None: an HDF5 file's `resolution` attribute, else the
         model's); a volume whose voxel size differs from the model's by more than 1 % is resampled to the model's
         for the network and its maps back to the input grid (medseg.inference.voxels).
@@ -95,12 +98,15 @@ class Predictor:
     def __init__(self, model: str | Path, device: str = "auto", overlap: float = 0.5, tta: bool = False,
                  channels_last: bool | None = None, compile: bool = False,
                  decode: DecodeParams | Mapping | None = None, keep_largest: bool | None = None,
-                 voxel_size: Sequence[float] | None = None):
+                 voxel_size: Sequence[float] | None = None, lesion_flair_z: float | str | None = None):
         if not 0 <= overlap < 1:
             raise MedsegError(f"--overlap must be in [0, 1), got {overlap}")
         self.source = resolve_model(model)
         self.plan, state = load_checkpoint(self.source)
         self.keep_largest = self.plan.keep_largest if keep_largest is None else keep_largest
+        self.lesion_flair_z = self.plan.lesion_flair_z if lesion_flair_z is None else lesion_flair_z
+        if self.lesion_flair_z == "off":
+            self.lesion_flair_z = None
         self.device, self.overlap, self.tta = pick_device(device), overlap, tta
         self.voxel_size = tuple(voxel_size) if voxel_size else None
         stored = DecodeParams(**(self.plan.decode or {}))
@@ -189,15 +195,7 @@ class Predictor:
         if convention.instances:
             return decode(prediction.probabilities, convention.targets, self.decode, convention.offsets)
         labels = convention.from_regions((prediction.probabilities > 0.5).astype(np.uint8))
-        return largest_component(labels) if self.keep_largest else labels
-
-
-def largest_component(labels: np.ndarray) -> np.ndarray:
-    """The label map with every voxel outside the largest 26-connected component of the foreground (all labels
-    together) set to 0: stray false-positive blobs go, the main lesion keeps its inner labels. Evidence:
-    docs/prediction.md#keep-the-largest-lesion."""
-    keep = T.KeepLargestConnectedComponent(independent=False, connectivity=3)
-    return np.asarray(keep(labels[None]))[0].astype(labels.dtype)  # (1, X, Y, Z): MONAI's channel-first
+        return postprocess(labels, prediction.image, self.plan, self.keep_largest, self.lesion_flair_z)
 
 
 def nested(probabilities: np.ndarray, plan: Plan) -> np.ndarray:

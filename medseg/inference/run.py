@@ -64,7 +64,8 @@ FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".
 def predict(inputs: list[str], model: str | None = None, output: str | None = None, *, device: str = "auto",
             overlap: float = 0.5, tta: bool = False, channels_last: bool | None = None, compile: bool = False,
             options: Options | None = None, decode: DecodeParams | dict | None = None,
-            keep_largest: bool | None = None, voxel_size: list[float] | None = None) -> int:
+            keep_largest: bool | None = None, voxel_size: list[float] | None = None,
+            lesion_flair_z: float | str | None = None) -> int:
     """Segment one case or a folder of cases; returns the exit code (2 when any case failed)."""
     options = options or Options()
     paths = [Path(p) for p in inputs]
@@ -82,7 +83,8 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
     model = model or default_model([] if is_dicom else
                                    [str(p) for p in paths if p.is_file()] or _first_image(paths[0]))
     predictor = load_predictor(model, device=device, overlap=overlap, tta=tta, channels_last=channels_last,
-                               compile=compile, decode=decode, keep_largest=keep_largest, voxel_size=voxel_size)
+                               compile=compile, decode=decode, keep_largest=keep_largest, voxel_size=voxel_size,
+                               lesion_flair_z=lesion_flair_z)
     if is_dicom:
         if isinstance(predictor, Ensemble):
             raise MedsegError("DICOM input takes a single model, not an ensemble (convert the series to NIfTI)")

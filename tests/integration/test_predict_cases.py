@@ -185,6 +185,38 @@ def test_keep_largest_drops_a_stray_blob_and_follows_the_model(tmp_path, oracle)
     np.testing.assert_array_equal(mask("--no-keep-largest", model=model), plain)
 
 
+def test_lesion_flair_check_drops_an_enhancing_blob_with_normal_flair(tmp_path, oracle):
+    """The oracle paints enhancing tumour where t1ce is bright: a t1ce-bright cube with normal FLAIR (a venous
+    sinus) is painted without the check and dropped by --lesion-flair-z (or the model's plan); `off` overrides."""
+    from scipy import ndimage
+
+    case = write_case(tmp_path, "s", seed=5, with_label=False)
+    t1ce_path = case / "s_t1ce.nii.gz"
+    t1ce = nib.load(t1ce_path)
+    data = np.asarray(t1ce.dataobj).copy()
+    _, label = synthetic_case(5)
+    far = (ndimage.distance_transform_edt(label == 0) > 6) & (ndimage.binary_erosion(data > 0, iterations=3))
+    x, y, z = np.argwhere(far)[0]
+    data[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = 300.0
+    nib.save(nib.Nifti1Image(data, t1ce.affine, t1ce.header), t1ce_path)
+
+    def mask(*extra: str, model=oracle["native"]) -> np.ndarray:
+        out = tmp_path / f"mask{len(list(tmp_path.glob('mask*')))}.nii.gz"
+        assert main(["predict", str(case), "--model", str(model), "--output", str(out), *extra]) == 0
+        return np.asarray(nib.load(out).dataobj)
+
+    plain, checked = mask(), mask("--lesion-flair-z", "1.0")
+    assert plain[x, y, z] == 4 and checked[x, y, z] == 0
+    lesion = (label > 0) & (plain > 0)
+    np.testing.assert_array_equal(checked[lesion], plain[lesion])  # the FLAIR-bright lesion stays
+    ckpt = torch.load(oracle["native"], weights_only=True)
+    ckpt["medseg"]["lesion_flair_z"] = 1.0
+    model = tmp_path / "checks.ckpt"
+    torch.save(ckpt, model)
+    np.testing.assert_array_equal(mask(model=model), checked)
+    np.testing.assert_array_equal(mask("--lesion-flair-z", "off", model=model), plain)
+
+
 def test_plans_written_before_keep_largest_load_without_it(tmp_path, tiny_ckpt):
     ckpt = torch.load(tiny_ckpt, weights_only=True)
     del ckpt["medseg"]["keep_largest"]
