@@ -152,69 +152,67 @@ def test_predict_without_model_uses_the_bundled_one(tmp_path, monkeypatch):
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
 
 
+def far_cube_case(tmp_path: Path, name: str, modality: str, value: float) -> tuple[Path, tuple, np.ndarray]:
+    """A synthetic case whose `modality` has a 3x3x3 cube of `value` away from the lesion, inside the brain;
+    returns the case folder, the cube's centre and the lesion's label map."""
+    from scipy import ndimage
+
+    case = write_case(tmp_path, name, seed=5, with_label=False)
+    path = case / f"{name}_{modality}.nii.gz"
+    image = nib.load(path)
+    data = np.asarray(image.dataobj).copy()
+    _, label = synthetic_case(5)
+    far = (ndimage.distance_transform_edt(label == 0) > 6) & (ndimage.binary_erosion(data > 0, iterations=3))
+    x, y, z = np.argwhere(far)[0]
+    data[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = value
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), path)
+    return case, (x, y, z), label
+
+
+def predicted(tmp_path: Path, case: Path, model: Path, *extra: str) -> np.ndarray:
+    out = tmp_path / f"mask{len(list(tmp_path.glob('mask*')))}.nii.gz"
+    assert main(["predict", str(case), "--model", str(model), "--output", str(out), *extra]) == 0
+    return np.asarray(nib.load(out).dataobj)
+
+
+def with_plan(tmp_path: Path, model: Path, **plan) -> Path:
+    """A copy of the checkpoint with these plan fields set."""
+    ckpt = torch.load(model, weights_only=True)
+    ckpt["medseg"].update(plan)
+    out = tmp_path / f"{'-'.join(plan)}.ckpt"
+    torch.save(ckpt, out)
+    return out
+
+
 def test_keep_largest_drops_a_stray_blob_and_follows_the_model(tmp_path, oracle):
     """The oracle paints WT where flair is bright: a small bright cube away from the lesion is a second component.
     --keep-largest drops it and keeps the lesion's labels; the model's plan sets the default."""
     from scipy import ndimage
 
-    case = write_case(tmp_path, "b", seed=5, with_label=False)
-    flair_path = case / "b_flair.nii.gz"
-    flair = nib.load(flair_path)
-    data = np.asarray(flair.dataobj).copy()
-    _, label = synthetic_case(5)
-    far = (ndimage.distance_transform_edt(label == 0) > 6) & (ndimage.binary_erosion(data > 0, iterations=3))
-    x, y, z = np.argwhere(far)[0]
-    data[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = 250.0
-    nib.save(nib.Nifti1Image(data, flair.affine, flair.header), flair_path)
-
-    def mask(*extra: str, model=oracle["native"]) -> np.ndarray:
-        out = tmp_path / f"mask{len(list(tmp_path.glob('mask*')))}.nii.gz"
-        assert main(["predict", str(case), "--model", str(model), "--output", str(out), *extra]) == 0
-        return np.asarray(nib.load(out).dataobj)
-
-    plain, kept = mask(), mask("--keep-largest")
+    case, (x, y, z), _ = far_cube_case(tmp_path, "b", "flair", 250.0)
+    plain = predicted(tmp_path, case, oracle["native"])
+    kept = predicted(tmp_path, case, oracle["native"], "--keep-largest")
     assert ndimage.label(plain > 0, structure=np.ones((3, 3, 3)))[1] >= 2 and plain[x, y, z] > 0
     assert ndimage.label(kept > 0, structure=np.ones((3, 3, 3)))[1] == 1 and kept[x, y, z] == 0
     lesion = kept > 0
     np.testing.assert_array_equal(kept[lesion], plain[lesion])  # the lesion's labels are untouched
-    ckpt = torch.load(oracle["native"], weights_only=True)
-    ckpt["medseg"]["keep_largest"] = True
-    model = tmp_path / "keeps.ckpt"
-    torch.save(ckpt, model)
-    np.testing.assert_array_equal(mask(model=model), kept)
-    np.testing.assert_array_equal(mask("--no-keep-largest", model=model), plain)
+    model = with_plan(tmp_path, oracle["native"], keep_largest=True)
+    np.testing.assert_array_equal(predicted(tmp_path, case, model), kept)
+    np.testing.assert_array_equal(predicted(tmp_path, case, model, "--no-keep-largest"), plain)
 
 
 def test_lesion_flair_check_drops_an_enhancing_blob_with_normal_flair(tmp_path, oracle):
     """The oracle paints enhancing tumour where t1ce is bright: a t1ce-bright cube with normal FLAIR (a venous
     sinus) is painted without the check and dropped by --lesion-flair-z (or the model's plan); `off` overrides."""
-    from scipy import ndimage
-
-    case = write_case(tmp_path, "s", seed=5, with_label=False)
-    t1ce_path = case / "s_t1ce.nii.gz"
-    t1ce = nib.load(t1ce_path)
-    data = np.asarray(t1ce.dataobj).copy()
-    _, label = synthetic_case(5)
-    far = (ndimage.distance_transform_edt(label == 0) > 6) & (ndimage.binary_erosion(data > 0, iterations=3))
-    x, y, z = np.argwhere(far)[0]
-    data[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = 300.0
-    nib.save(nib.Nifti1Image(data, t1ce.affine, t1ce.header), t1ce_path)
-
-    def mask(*extra: str, model=oracle["native"]) -> np.ndarray:
-        out = tmp_path / f"mask{len(list(tmp_path.glob('mask*')))}.nii.gz"
-        assert main(["predict", str(case), "--model", str(model), "--output", str(out), *extra]) == 0
-        return np.asarray(nib.load(out).dataobj)
-
-    plain, checked = mask(), mask("--lesion-flair-z", "1.0")
+    case, (x, y, z), label = far_cube_case(tmp_path, "s", "t1ce", 300.0)
+    plain = predicted(tmp_path, case, oracle["native"])
+    checked = predicted(tmp_path, case, oracle["native"], "--lesion-flair-z", "1.0")
     assert plain[x, y, z] == 4 and checked[x, y, z] == 0
     lesion = (label > 0) & (plain > 0)
     np.testing.assert_array_equal(checked[lesion], plain[lesion])  # the FLAIR-bright lesion stays
-    ckpt = torch.load(oracle["native"], weights_only=True)
-    ckpt["medseg"]["lesion_flair_z"] = 1.0
-    model = tmp_path / "checks.ckpt"
-    torch.save(ckpt, model)
-    np.testing.assert_array_equal(mask(model=model), checked)
-    np.testing.assert_array_equal(mask("--lesion-flair-z", "off", model=model), plain)
+    model = with_plan(tmp_path, oracle["native"], lesion_flair_z=1.0)
+    np.testing.assert_array_equal(predicted(tmp_path, case, model), checked)
+    np.testing.assert_array_equal(predicted(tmp_path, case, model, "--lesion-flair-z", "off"), plain)
 
 
 def test_plans_written_before_keep_largest_load_without_it(tmp_path, tiny_ckpt):
