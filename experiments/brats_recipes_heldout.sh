@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The recipe comparison of docs/robustness.md ("Held out: the int16 case"): the earlier bundled recipe (BASELINE=1)
+# and the tumour-free-mirror recipe, each trained from scratch on the 5 DeepMedic BraTS 2013 cases with
+# BraTS2021_00006 (the un-normalised int16 case, like BraTS Toolkit output) and brats_2013_pat0001_1 held out,
+# seeds 0 and 1; then `medseg robustness` on both held-out cases without and with the FLAIR check + keep-largest.
+#
+#   experiments/brats_recipes_heldout.sh runs/e28      # 4 trainings of ~22 min on one idle core each
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:?usage: experiments/brats_recipes_heldout.sh WORK}
+OUT=experiments/robustness_results
+HELDOUT=(BraTS2021_00006 brats_2013_pat0001_1)
+python -m medseg.data.conversion.brats "${SHARED:-../shared/data}" "$WORK/all.json" --heldout
+for seed in 0 1; do
+  for recipe in base mirror; do
+    run=$WORK/$recipe-ho2-s$seed
+    [ -f "$run/run/checkpoints/last.ckpt" ] || BASELINE=$([ $recipe = base ] && echo 1 || echo 0) SEED=$seed \
+      tools/train_bundled_brats.sh "$run" "${HELDOUT[@]}"
+    for pp in "none:--no-keep-largest --lesion-flair-z off" "flair-largest:--keep-largest --lesion-flair-z 1.0"; do
+      # shellcheck disable=SC2086
+      medseg robustness --model "$run/run/checkpoints/last.ckpt" --datalist "$WORK/all.json" --cases "${HELDOUT[@]}" \
+        --heldout "${HELDOUT[@]}" --perturbations none "healthy hemisphere mirrored" "bias field 0.3" ${pp#*:} \
+        --output "$OUT/ho2-$recipe-s$seed-${pp%%:*}.json"
+    done
+  done
+done
