@@ -28,16 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "medseg" / "models"
 
 RECIPES = {
-    "brats": {
+    "brats": {  # the site-robust recipe (docs/robustness.md); tools/train_bundled_brats.sh runs its variants
         "prepare": ["-m", "medseg.data.conversion.brats", "{shared}", "{work}/brats.json",
                     "--heldout", "brats_2013_pat0001_1"],
         "train": ["--config", "configs/brats.yaml", "--data.datalist={work}/brats.json",
-                  "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--data.augmentation=nnunet",
+                  "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--data.augmentation=sites",
+                  "--data.negatives=2", "--data.samples_per_case=2", "--data.healthy_mirror=0.5",
                   "--model.block=pmscn", "--model.deep_supervision=true",
-                  "--data.steps_per_epoch=200", "--trainer.max_steps=1000", "--trainer.max_epochs=-1",
+                  "--data.steps_per_epoch=1000", "--trainer.max_steps=1000", "--trainer.max_epochs=-1",
                   "--seed_everything=0"],
-        # postprocessing stored with the model, decided on held-out predictions (README: "Keep the largest lesion")
-        "plan": {"keep_largest": True},
+        # postprocessing stored with the model, decided on held-out predictions (docs/robustness.md): FLAIR-dark
+        # edema and FLAIR-normal lesions dropped, then the largest lesion kept
+        "plan": {"keep_largest": True, "lesion_flair_z": 1.0},
     },
     "em-membrane": {
         "prepare": ["-m", "medseg.data.conversion.isbi2012", "{shared}/isbi2012_em", "{work}/isbi2012"],

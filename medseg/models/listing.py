@@ -22,6 +22,9 @@ def list_models() -> int:
         if plan.decode:
             print(f"  decoding: {', '.join(f'{k} {v}' for k, v in plan.decode.items())} (chosen on validation data; "
                   "medseg predict flags override)")
+        if plan.lesion_flair_z is not None:
+            print(f"  postprocessing: FLAIR-dark edema and lesions whose FLAIR 75th percentile is below "
+                  f"{plan.lesion_flair_z} brain SDs are dropped (--lesion-flair-z off turns it off)")
         if plan.keep_largest:
             print("  postprocessing: only the largest connected lesion is kept (--no-keep-largest turns it off)")
         print(f"  measured: {card['measured']}")

@@ -140,6 +140,7 @@ def test_models_lists_the_bundled_models(capsys):
     assert "brats (default for MRI)" in out and "em-membrane (default for EM)" in out
     assert "inputs:  flair, t1ce" in out
     assert "unet with pmscn blocks" in out and "only the largest connected lesion is kept" in out
+    assert "FLAIR-dark edema and lesions whose FLAIR 75th percentile is below 1.0 brain SDs are dropped" in out
 
 
 def test_predict_without_model_uses_the_bundled_one(tmp_path, monkeypatch):
