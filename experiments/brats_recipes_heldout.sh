@@ -2,7 +2,9 @@
 # The recipe comparison of docs/robustness.md ("Held out: the int16 case"): the earlier bundled recipe (BASELINE=1)
 # and the tumour-free-mirror recipe, each trained from scratch on the 5 DeepMedic BraTS 2013 cases with
 # BraTS2021_00006 (the un-normalised int16 case, like BraTS Toolkit output) and brats_2013_pat0001_1 held out,
-# seeds 0 and 1; then `medseg robustness` on both held-out cases without and with the FLAIR check + keep-largest.
+# seeds 0 and 1; then `medseg robustness` on both held-out cases without and with the FLAIR check + keep-largest, and
+# the two recipes' ensemble of each seed with it. (The committed JSON came from runs named runs/e28/{base,mirror}-ho2
+# and -ho2-s1 with the same arguments.)
 #
 #   experiments/brats_recipes_heldout.sh runs/e28      # 4 trainings of ~22 min on one idle core each
 set -euo pipefail
@@ -23,4 +25,8 @@ for seed in 0 1; do
         --output "$OUT/ho2-$recipe-s$seed-${pp%%:*}.json"
     done
   done
+  medseg robustness --model "$WORK/base-ho2-s$seed/run/checkpoints/last.ckpt,$WORK/mirror-ho2-s$seed/run/checkpoints/last.ckpt" \
+    --datalist "$WORK/all.json" --cases "${HELDOUT[@]}" --heldout "${HELDOUT[@]}" \
+    --perturbations none "healthy hemisphere mirrored" "bias field 0.3" --keep-largest --lesion-flair-z 1.0 \
+    --output "$OUT/ho2-ensemble-s$seed-flair-largest.json"
 done

@@ -1,6 +1,7 @@
 """Train a bundled model with its recorded recipe and export it into medseg/models/ (what ships in the package).
 
-    python tools/bundle_model.py brats --shared ../shared/data --work runs/bundled
+    python tools/bundle_model.py brats --shared ../shared/data --work runs/bundled          # brats.pt
+    python tools/bundle_model.py brats-mirror --shared ../shared/data --work runs/bundled   # brats-mirror.pt
     python tools/bundle_model.py em-membrane --shared ../shared/data --work runs/bundled
     python tools/bundle_model.py em-neurons --shared ../shared/data --work runs/bundled
     python tools/bundle_model.py brats --export-only runs/bundled/brats/checkpoints/last.ckpt
@@ -28,7 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "medseg" / "models"
 
 RECIPES = {
-    "brats": {  # the site-robust recipe (docs/robustness.md); tools/train_bundled_brats.sh runs its variants
+    "brats": {  # the bundled ensemble's first member: the earlier bundled network (PmSCn as before format 3)
+        "prepare": ["-m", "medseg.data.conversion.brats", "{shared}", "{work}/brats.json",
+                    "--heldout", "brats_2013_pat0001_1"],
+        "train": ["--config", "configs/brats.yaml", "--data.datalist={work}/brats.json",
+                  "--data.modalities=[flair, t1ce]", "--data.label_convention=brats2013", "--data.augmentation=nnunet",
+                  "--model.block=pmscn", "--model.block_kwargs={inner_act: true}", "--model.deep_supervision=true",
+                  "--data.steps_per_epoch=200", "--trainer.max_steps=1000", "--trainer.max_epochs=-1",
+                  "--seed_everything=0"],
+        # postprocessing stored with the model, decided on held-out predictions (docs/robustness.md): FLAIR-dark
+        # edema and FLAIR-normal lesions dropped, then the largest lesion kept
+        "plan": {"keep_largest": True, "lesion_flair_z": 1.0},
+    },
+    "brats-mirror": {  # its second member: the site-robust recipe (tools/train_bundled_brats.sh runs its variants)
         "prepare": ["-m", "medseg.data.conversion.brats", "{shared}", "{work}/brats.json",
                     "--heldout", "brats_2013_pat0001_1"],
         "train": ["--config", "configs/brats.yaml", "--data.datalist={work}/brats.json",
@@ -37,8 +50,6 @@ RECIPES = {
                   "--model.block=pmscn", "--model.deep_supervision=true",
                   "--data.steps_per_epoch=1000", "--trainer.max_steps=1000", "--trainer.max_epochs=-1",
                   "--seed_everything=0"],
-        # postprocessing stored with the model, decided on held-out predictions (docs/robustness.md): FLAIR-dark
-        # edema and FLAIR-normal lesions dropped, then the largest lesion kept
         "plan": {"keep_largest": True, "lesion_flair_z": 1.0},
     },
     "em-membrane": {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Train the bundled `brats` model with the site-robust recipe (issue 28) from scratch and, with EXPORT=1, export it.
+# Train the site-robust recipe (issue 28) from scratch, with held-out cases of your choice; EXPORT=1 exports it as the
+# bundled ensemble's second member (brats-mirror.pt; `tools/bundle_model.py brats-mirror` is the same run).
 #
 #   tools/train_bundled_brats.sh WORK [HELDOUT...]   # e.g. runs/brats-ho2 BraTS2021_00006 brats_2013_pat0001_1
-#   EXPORT=1 tools/train_bundled_brats.sh runs/brats-all   # no held-out case: all 7 shared brains (the bundled model)
+#   EXPORT=1 tools/train_bundled_brats.sh runs/brats-ho1 brats_2013_pat0001_1   # the bundled brats-mirror.pt
 #
 # Recipe: PmSCn UNet with deep supervision, FLAIR + T1ce, 2 mm, 64^3 patches, z-score over the brain; the `sites`
 # augmentation (nnU-Net's set + bias field, per-channel brightness, inverted gamma); in HEALTHY=50 % of the draws
@@ -31,5 +32,5 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m medseg.cli train --c
   --data.steps_per_epoch="$STEPS" --trainer.max_steps="$STEPS" --trainer.max_epochs=-1 --seed_everything="$SEED" \
   --trainer.logger=false --trainer.default_root_dir="$WORK/run"
 if [ "${EXPORT:-0}" = 1 ]; then
-  python tools/bundle_model.py brats --export-only "$WORK/run/checkpoints/last.ckpt"
+  python tools/bundle_model.py brats-mirror --export-only "$WORK/run/checkpoints/last.ckpt"
 fi

@@ -172,8 +172,8 @@ def robustness(model: str, datalist: str, cases: Sequence[str] = (), perturbatio
                keep_largest: bool | None = None, lesion_flair_z: float | str | None = None) -> dict:
     """Scores of every (case, perturbation) for one model: {case: {perturbation: scores}}; the postprocessing
     is the model's plan's unless given (as `medseg predict`'s flags)."""
+    from medseg.inference.ensemble import load_predictor
     from medseg.inference.postprocess import postprocess
-    from medseg.inference.predictor import Predictor
 
     names = list(perturbations) or list(PERTURBATIONS)
     unknown = sorted(set(names) - set(PERTURBATIONS))
@@ -185,7 +185,7 @@ def robustness(model: str, datalist: str, cases: Sequence[str] = (), perturbatio
     missing = [c for c in picked if c not in every]
     if missing:
         raise MedsegError(f"{datalist}: no cases named {missing}; it has {', '.join(every)}")
-    predictor = Predictor(model, device=device, keep_largest=keep_largest, lesion_flair_z=lesion_flair_z)
+    predictor = load_predictor(model, device=device, keep_largest=keep_largest, lesion_flair_z=lesion_flair_z)
     ref_conv, model_conv = get_convention(reference_convention), predictor.plan.convention
     results: dict[str, dict] = {}
     for case in picked:

@@ -6,23 +6,26 @@ order), and only then averaged; the mask is the mean thresholded at 0.5. The mea
 predictor.nested) is nested, so the written mask and the saved mean probabilities agree exactly.
 
 A model spec is a comma-separated list of items; each is a cross-validation root (its folds, medseg.training.cv),
-a training run folder (its best.ckpt), a checkpoint file or a bundled model name. Each item is averaged over its
+a training run folder (its best.ckpt), a checkpoint file or a bundled model name (a bundled ensemble, such as
+`brats`, counts as one item per member). Each item is averaged over its
 folds first and the items are then averaged with equal weight (nnU-Net ensembles configurations the same way), so
 a 5-fold configuration does not outvote a 3-fold one. The members' disagreement, a quality signal (issue 27), is
 available through `predict_members` (every member's maps) and `spread` (their voxel-wise standard deviation).
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from monai.data import MetaTensor
 
+from medseg.data.io import Volume
 from medseg.errors import MedsegError
 from medseg.inference.channels import Channel
 from medseg.inference.predictor import CasePrediction, Predictor
-from medseg.models import resolve_model
+from medseg.models import bundled_members, cards, resolve_model
 
 
 def model_groups(spec: str) -> list[list[Path]]:
@@ -33,7 +36,14 @@ def model_groups(spec: str) -> list[list[Path]]:
         items = [s.strip() for s in spec.split(",")]
     if not all(items):
         raise MedsegError(f"--model {spec!r}: an empty item in the comma-separated list")
-    return [item_checkpoints(item) for item in items]
+    return [group for item in items for group in item_groups(item)]
+
+
+def item_groups(item: str) -> list[list[Path]]:
+    """A bundled ensemble's members as configurations of their own; any other item as one."""
+    if not Path(item).exists() and item in cards() and cards()[item].get("members"):
+        return [[member] for member in bundled_members(item)]
+    return [item_checkpoints(item)]
 
 
 def item_checkpoints(item: str) -> list[Path]:
@@ -59,7 +69,8 @@ def load_predictor(model: str, keep_largest: bool | None = None, **kwargs) -> "P
     groups = model_groups(model)
     if len(groups) == 1 and len(groups[0]) == 1:
         return Predictor(groups[0][0], keep_largest=keep_largest, **kwargs)
-    return Ensemble(groups, keep_largest=keep_largest, **kwargs)
+    bundled = not Path(model).exists() and model in cards() and bool(cards()[model].get("members"))
+    return Ensemble(groups, keep_largest=keep_largest, qc_from_first=bundled, **kwargs)
 
 
 class Ensemble:
@@ -67,10 +78,13 @@ class Ensemble:
 
     groups: the checkpoints of each configuration; configurations weigh equally, folds within one equally.
     keep_largest: None keeps the largest lesion only when every member's plan says so.
+    qc_from_first: quality control from the first member's passes only (bundled ensembles, see predict_case).
     kwargs: Predictor's (device, overlap, tta, channels_last, compile, decode), the same for every member.
     """
 
-    def __init__(self, groups: Sequence[Sequence[str | Path]], keep_largest: bool | None = None, **kwargs):
+    def __init__(self, groups: Sequence[Sequence[str | Path]], keep_largest: bool | None = None,
+                 qc_from_first: bool = False, **kwargs):
+        self.qc_from_first = qc_from_first
         self.groups = [[Predictor(m, keep_largest=keep_largest, **kwargs) for m in group] for group in groups]
         self.members = [p for group in self.groups for p in group]
         first = self.members[0]
@@ -84,6 +98,7 @@ class Ensemble:
         self.keep_largest = all(p.keep_largest for p in self.members)
         self.lesion_flair_z = first.lesion_flair_z
         self.decode = first.decode
+        self.source, self.fingerprint, self.tta = first.source, first.fingerprint, first.tta  # for reports and SEGs
 
     def channels(self, files: Sequence[str], channels: Sequence[str] | None = None) -> list[Channel]:
         return self.members[0].channels(files, channels)
@@ -92,8 +107,10 @@ class Ensemble:
                      qc: bool = False) -> CasePrediction:
         """The mean of the members' probabilities on the input grid (a running sum: one member's maps at a time).
 
-        qc: quality control (medseg.inference.qc) compares every member's QC passes, and the uncertainty map is
-        the members' voxel-wise standard deviation on the input grid."""
+        qc: quality control (medseg.inference.qc) compares every member's QC passes (a bundled ensemble's: its
+        first member's, whose QC thresholds were measured; members of another recipe differ systematically, which
+        says nothing about the case), and the uncertainty map is the members' voxel-wise standard deviation on the
+        input grid."""
         return self._predict(files, channels, keep=qc, qc=qc)[0]
 
     def predict_members(self, files: Sequence[str],
@@ -101,15 +118,25 @@ class Ensemble:
         """The mean prediction and every member's (R, X, Y, Z) probabilities, in member order (for QC)."""
         return self._predict(files, channels, keep=True)
 
-    def _predict(self, files: Sequence[str], channels: Sequence[str] | None, keep: bool,
-                 qc: bool = False) -> tuple[CasePrediction, list[np.ndarray]]:
+    def predict_volumes(self, volumes: Sequence[Volume], channels: list[Channel], qc: bool = False) -> CasePrediction:
+        """The mean of the members' probabilities of channels already read (DICOM series), as predict_case."""
+        return self._predict(None, None, keep=qc, qc=qc, run=lambda p: p.predict_volumes(volumes, channels, qc))[0]
+
+    def probabilities(self, image: MetaTensor, where: Path) -> tuple[np.ndarray, dict]:
+        """The mean of the members' (R, X, Y, Z) probabilities of an image already read (medseg robustness)."""
+        maps = [np.mean([p.probabilities(image, where)[0] for p in group], axis=0) for group in self.groups]
+        return np.mean(maps, axis=0).astype(np.float32), {}
+
+    def _predict(self, files: Sequence[str] | None, channels: Sequence[str] | None, keep: bool,
+                 qc: bool = False, run: Callable | None = None) -> tuple[CasePrediction, list[np.ndarray]]:
         total, members, first, passes = None, [], None, []
         for group in self.groups:
             group_sum = None
             for predictor in group:
-                prediction = predictor.predict_case(files, channels, qc)
+                prediction = run(predictor) if run else predictor.predict_case(files, channels, qc)
                 first = first or prediction
-                if prediction.members and prediction.members[0].shape == first.members[0].shape:
+                same_space = prediction.members and prediction.members[0].shape == first.members[0].shape
+                if same_space and (not self.qc_from_first or prediction is first):
                     passes += prediction.members  # QC passes in one network space (members of one plan)
                 maps = prediction.probabilities
                 group_sum = maps.astype(np.float64) if group_sum is None else group_sum + maps

@@ -86,8 +86,6 @@ def predict(inputs: list[str], model: str | None = None, output: str | None = No
                                compile=compile, decode=decode, keep_largest=keep_largest, voxel_size=voxel_size,
                                lesion_flair_z=lesion_flair_z)
     if is_dicom:
-        if isinstance(predictor, Ensemble):
-            raise MedsegError("DICOM input takes a single model, not an ensemble (convert the series to NIfTI)")
         predict_dicom(predictor, paths, output, options)
         return 0
     if options.chunk:

@@ -25,11 +25,18 @@ def default_model(files: list[str]) -> str:
     return DEFAULT_EM if files and suffix(files[0]) in TIFF + HDF5 else DEFAULT_MRI
 
 
-def bundled_path(name: str) -> Path:
-    path = Path(str(resources.files(__name__).joinpath(cards()[name]["file"])))
+def bundled_path(name: str, file: str | None = None) -> Path:
+    path = Path(str(resources.files(__name__).joinpath(file or cards()[name]["file"])))
     if not path.is_file():
         raise MedsegError(f"bundled model {name!r}: its file {path.name} is missing from this installation")
     return path
+
+
+def bundled_members(name: str) -> list[Path]:
+    """Every checkpoint of a bundled model: its `file`, then the `members` it is averaged with (an ensemble of
+    configurations, weighed equally as `--model a,b` does)."""
+    card = cards()[name]
+    return [bundled_path(name)] + [bundled_path(name, f) for f in card.get("members", [])]
 
 
 def resolve_model(model: str | Path) -> Path:

@@ -19,6 +19,10 @@ def list_models() -> int:
         print(f"  outputs: {card['outputs']} (regions {', '.join(plan.regions)}; convention {plan.label_convention})")
         print(f"  network: {plan.arch} with {plan.net['block']} blocks, widths {plan.net['channels']}; "
               f"predicts at {grid}")
+        if card.get("members"):
+            files = ", ".join([card["file"], *card["members"]])
+            print(f"  ensemble: the mean of {1 + len(card['members'])} networks' probabilities ({files}; the first's "
+                  "network and plan are shown)")
         if plan.decode:
             print(f"  decoding: {', '.join(f'{k} {v}' for k, v in plan.decode.items())} (chosen on validation data; "
                   "medseg predict flags override)")

@@ -137,3 +137,23 @@ def test_fast_cpu_path_predicts_what_the_plain_path_does(tmp_path):
     fast, plain = masks.values()
     overlap = 2 * np.sum((fast > 0) & (plain > 0)) / (np.sum(fast > 0) + np.sum(plain > 0))
     assert overlap >= 0.999 and (fast == plain).mean() >= 0.9999, (overlap, (fast == plain).mean())
+
+
+def test_bundled_model_paints_little_on_a_tumour_free_brain(tmp_path):
+    """The held-out patient's healthier hemisphere mirrored over the other (no tumour left): the card's 8.6 mL of
+    painted 'tumour' (the earlier single network: 35.3 mL), through `medseg robustness`."""
+    import json
+
+    source = shared("deepmedic_brats2015_subset", "test", "brats_2013_pat0001_1")
+    datalist = tmp_path / "one.json"
+    entry = {"case": "pat0001", "image": [str(source / "Flair_subtrMeanDivStd.nii.gz"),
+                                          str(source / "T1c_subtrMeanDivStd.nii.gz")],
+             "label": str(source / "OTMultiClass.nii.gz")}
+    datalist.write_text(json.dumps({"training": [entry]}))
+    out = tmp_path / "scores.json"
+    assert main(["robustness", "--datalist", str(datalist), "--perturbations", "none", "healthy hemisphere mirrored",
+                 "--output", str(out), "--device", "cpu"]) == 0
+    rows = json.loads(out.read_text())["cases"]["pat0001"]
+    assert rows["healthy hemisphere mirrored"]["wt_ref_ml"] == 0
+    assert rows["healthy hemisphere mirrored"]["wt_pred_ml"] < 20
+    assert rows["none"]["dice_wt"] >= 0.85

@@ -141,6 +141,30 @@ def test_models_lists_the_bundled_models(capsys):
     assert "inputs:  flair, t1ce" in out
     assert "unet with pmscn blocks" in out and "only the largest connected lesion is kept" in out
     assert "FLAIR-dark edema and lesions whose FLAIR 75th percentile is below 1.0 brain SDs are dropped" in out
+    assert "ensemble: the mean of 2 networks' probabilities (brats.pt, brats-mirror.pt" in out
+
+
+def test_the_bundled_brats_model_is_an_ensemble_of_its_members(tmp_path):
+    """`--model brats` loads both bundled networks; its probabilities are their mean, on any input path
+    (predict_case, and the image-level path `medseg robustness` uses)."""
+    from monai.data import MetaTensor
+
+    from medseg.inference.ensemble import Ensemble, load_predictor
+    from medseg.models import bundled_members
+
+    predictor = load_predictor("brats", device="cpu")
+    assert isinstance(predictor, Ensemble) and [p.source for p in predictor.members] == bundled_members("brats")
+    assert predictor.keep_largest and predictor.lesion_flair_z == 1.0
+    case = write_case(tmp_path, "e", seed=3, with_label=False)
+    files = [str(case / "e_flair.nii.gz"), str(case / "e_t1ce.nii.gz")]
+    mean = predictor.predict_case(files).probabilities
+    each = [p.predict_case(files).probabilities for p in predictor.members]
+    np.testing.assert_allclose(mean, (each[0] + each[1]) / 2, atol=1e-6)
+    image = nib.load(files[0])
+    stacked = np.stack([np.asarray(nib.load(f).dataobj, np.float32) for f in files])
+    maps, _ = predictor.probabilities(MetaTensor(torch.from_numpy(stacked), affine=torch.as_tensor(image.affine)),
+                                      Path(files[0]))
+    np.testing.assert_allclose(maps, mean, atol=1e-5)
 
 
 def test_predict_without_model_uses_the_bundled_one(tmp_path, monkeypatch):
