@@ -4,29 +4,33 @@
 # BraTS2021_00006 (the un-normalised int16 case, like BraTS Toolkit output) and brats_2013_pat0001_1 held out,
 # seeds 0 and 1; then `medseg robustness` on both held-out cases without and with the FLAIR check + keep-largest, and
 # the two recipes' ensemble of each seed with it. (The committed JSON came from runs named runs/e28/{base,mirror}-ho2
-# and -ho2-s1 with the same arguments.)
+# and -ho2-s1, and runs/e28/{base,mirror}-ho35, with the same arguments.)
 #
-#   experiments/brats_recipes_heldout.sh runs/e28      # 4 trainings of ~22 min on one idle core each
+#   experiments/brats_recipes_heldout.sh runs/e28                 # 4 trainings of ~22 min on one idle core each
+#   SEEDS=0 TAG=ho35 EXTRA_BASE='--model.block_kwargs={"inner_act":true}' \
+#     experiments/brats_recipes_heldout.sh runs/e28 brats_2013_pat0003_1 brats_2013_pat0005_1   # the second split
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${1:?usage: experiments/brats_recipes_heldout.sh WORK}
+WORK=${1:?usage: experiments/brats_recipes_heldout.sh WORK [HELDOUT CASE...]}; shift
 OUT=experiments/robustness_results
-HELDOUT=(BraTS2021_00006 brats_2013_pat0001_1)
+if [ $# -gt 0 ]; then HELDOUT=("$@"); else HELDOUT=(BraTS2021_00006 brats_2013_pat0001_1); fi
+TAG=${TAG:-ho2}
 python -m medseg.data.conversion.brats "${SHARED:-../shared/data}" "$WORK/all.json" --heldout
-for seed in 0 1; do
+for seed in ${SEEDS:-0 1}; do
   for recipe in base mirror; do
-    run=$WORK/$recipe-ho2-s$seed
+    run=$WORK/$recipe-$TAG-s$seed
+    extra=$([ $recipe = base ] && echo "${EXTRA_BASE:-}" || true)
     [ -f "$run/run/checkpoints/last.ckpt" ] || BASELINE=$([ $recipe = base ] && echo 1 || echo 0) SEED=$seed \
-      tools/train_bundled_brats.sh "$run" "${HELDOUT[@]}"
+      EXTRA_ARGS="$extra" tools/train_bundled_brats.sh "$run" "${HELDOUT[@]}"
     for pp in "none:--no-keep-largest --lesion-flair-z off" "flair-largest:--keep-largest --lesion-flair-z 1.0"; do
       # shellcheck disable=SC2086
       medseg robustness --model "$run/run/checkpoints/last.ckpt" --datalist "$WORK/all.json" --cases "${HELDOUT[@]}" \
         --heldout "${HELDOUT[@]}" --perturbations none "healthy hemisphere mirrored" "bias field 0.3" ${pp#*:} \
-        --output "$OUT/ho2-$recipe-s$seed-${pp%%:*}.json"
+        --output "$OUT/$TAG-$recipe-s$seed-${pp%%:*}.json"
     done
   done
-  medseg robustness --model "$WORK/base-ho2-s$seed/run/checkpoints/last.ckpt,$WORK/mirror-ho2-s$seed/run/checkpoints/last.ckpt" \
+  medseg robustness --model "$WORK/base-$TAG-s$seed/run/checkpoints/last.ckpt,$WORK/mirror-$TAG-s$seed/run/checkpoints/last.ckpt" \
     --datalist "$WORK/all.json" --cases "${HELDOUT[@]}" --heldout "${HELDOUT[@]}" \
     --perturbations none "healthy hemisphere mirrored" "bias field 0.3" --keep-largest --lesion-flair-z 1.0 \
-    --output "$OUT/ho2-ensemble-s$seed-flair-largest.json"
+    --output "$OUT/$TAG-ensemble-s$seed-flair-largest.json"
 done

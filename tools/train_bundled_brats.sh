@@ -11,6 +11,7 @@
 # RandHealthyMirrord), 2 patches per step, 2 tumour-free-brain patch centres per tumour centre.
 # BASELINE=1 trains the earlier bundled recipe instead (nnunet augmentation, no mirror), for the before/after table.
 # Budget: STEPS=1000 steps, one validation at the end, THREADS=1 thread: about 22 min on an idle 2-core machine.
+# EXTRA_ARGS: more `medseg train` overrides, e.g. EXTRA_ARGS='--model.block_kwargs={"inner_act":true}' (brats.pt's net).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:?usage: tools/train_bundled_brats.sh WORK [HELDOUT...]}; shift
@@ -30,7 +31,7 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m medseg.cli train --c
   --data.datalist="$WORK/brats.json" --data.modalities="[flair, t1ce]" --data.label_convention=brats2013 \
   --model.block=pmscn --model.deep_supervision=true "${RECIPE[@]}" \
   --data.steps_per_epoch="$STEPS" --trainer.max_steps="$STEPS" --trainer.max_epochs=-1 --seed_everything="$SEED" \
-  --trainer.logger=false --trainer.default_root_dir="$WORK/run"
+  --trainer.logger=false --trainer.default_root_dir="$WORK/run" ${EXTRA_ARGS:-}
 if [ "${EXPORT:-0}" = 1 ]; then
   python tools/bundle_model.py brats-mirror --export-only "$WORK/run/checkpoints/last.ckpt"
 fi
