@@ -33,15 +33,15 @@ def brain_z(channel: np.ndarray) -> np.ndarray:
     return (shifted - values.mean()) / max(float(values.std()), 1e-6)
 
 
-def drop_flair_normal(labels: np.ndarray, flair: np.ndarray, min_z: float) -> np.ndarray:
-    """Labels with every 26-connected lesion whose FLAIR 75th percentile lies below `min_z` brain SDs removed.
+def drop_flair_normal(labels: np.ndarray, z: np.ndarray, min_z: float) -> np.ndarray:
+    """Labels with every 26-connected lesion whose FLAIR 75th percentile lies below `min_z` brain SDs removed
+    (z: FLAIR z-scored over the brain, brain_z).
 
     On the 7 shared cases the reference lesions' 75th percentile is 1.7-3.1 SDs; what models trained on them paint
     on normal brain stays below 0.8."""
     components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
     if count == 0:
         return labels
-    z = brain_z(flair)
     order = np.argsort(components, axis=None)
     bounds = np.searchsorted(components.ravel()[order], np.arange(1, count + 2))
     flat = z.ravel()[order]
@@ -71,6 +71,6 @@ def postprocess(labels: np.ndarray, image: np.ndarray, plan: Plan, keep_largest:
     the label map predict writes. With `lesion_flair_z` (and a FLAIR channel): FLAIR-dark edema, then FLAIR-normal
     lesions dropped, before keep-largest."""
     if lesion_flair_z is not None and "flair" in plan.modalities:
-        flair = image[plan.modalities.index("flair")]
-        labels = drop_flair_normal(drop_dark_edema(labels, brain_z(flair), plan), flair, lesion_flair_z)
+        z = brain_z(image[plan.modalities.index("flair")])  # FLAIR z-scored over the brain, for both rules
+        labels = drop_flair_normal(drop_dark_edema(labels, z, plan), z, lesion_flair_z)
     return largest_component(labels) if keep_largest else labels

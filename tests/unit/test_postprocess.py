@@ -33,10 +33,10 @@ def test_brain_z_scores_the_brain_over_its_own_voxels(scan):
 
 def test_flair_normal_lesions_are_dropped(scan):
     image, labels = scan
-    out = drop_flair_normal(labels, image[0], 1.0)
+    out = drop_flair_normal(labels, brain_z(image[0]), 1.0)
     assert (out[8:14, 8:14, 8:14] == 2).all() and not (out == 4).any()
-    assert np.array_equal(drop_flair_normal(labels, image[0], -5.0), labels)  # a low bar keeps both
-    assert not drop_flair_normal(labels, image[0], 10.0).any()  # nothing is that bright: a tumour-free mask
+    assert np.array_equal(drop_flair_normal(labels, brain_z(image[0]), -5.0), labels)  # a low bar keeps both
+    assert not drop_flair_normal(labels, brain_z(image[0]), 10.0).any()  # nothing is that bright: a tumour-free mask
 
 
 def test_the_flair_check_comes_before_keep_largest(scan):
