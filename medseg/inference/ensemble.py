@@ -124,27 +124,37 @@ class Ensemble:
 
     def probabilities(self, image: MetaTensor, where: Path) -> tuple[np.ndarray, dict]:
         """The mean of the members' (R, X, Y, Z) probabilities of an image already read (medseg robustness)."""
-        maps = [np.mean([p.probabilities(image, where)[0] for p in group], axis=0) for group in self.groups]
-        return np.mean(maps, axis=0).astype(np.float32), {}
+        return self._mean(lambda p: p.probabilities(image, where)[0]), {}
+
+    def _mean(self, maps_of: Callable[[Predictor], np.ndarray]) -> np.ndarray:
+        """The mean over groups of each group's mean of maps_of(member) (a group: one model's folds), as a running
+        sum: one member's (R, X, Y, Z) maps in memory at a time."""
+        total = 0.0
+        for group in self.groups:
+            group_sum = 0.0
+            for predictor in group:
+                group_sum = group_sum + maps_of(predictor).astype(np.float64)
+            total = total + group_sum / len(group)
+        return (total / len(self.groups)).astype(np.float32)
 
     def _predict(self, files: Sequence[str] | None, channels: Sequence[str] | None, keep: bool,
                  qc: bool = False, run: Callable | None = None) -> tuple[CasePrediction, list[np.ndarray]]:
-        total, members, first, passes = None, [], None, []
-        for group in self.groups:
-            group_sum = None
-            for predictor in group:
-                prediction = run(predictor) if run else predictor.predict_case(files, channels, qc)
-                first = first or prediction
-                same_space = prediction.members and prediction.members[0].shape == first.members[0].shape
-                if same_space and (not self.qc_from_first or prediction is first):
-                    passes += prediction.members  # QC passes in one network space (members of one plan)
-                maps = prediction.probabilities
-                group_sum = maps.astype(np.float64) if group_sum is None else group_sum + maps
-                if keep:
-                    members.append(maps)
-            mean = group_sum / len(group)
-            total = mean if total is None else total + mean
-        probabilities = (total / len(self.groups)).astype(np.float32)
+        members, seen, passes = [], [], []  # seen: the first member's prediction only
+
+        def maps_of(predictor: Predictor) -> np.ndarray:
+            prediction = run(predictor) if run else predictor.predict_case(files, channels, qc)
+            if not seen:
+                seen.append(prediction)
+            first = seen[0]
+            same_space = prediction.members and prediction.members[0].shape == first.members[0].shape
+            if same_space and (not self.qc_from_first or prediction is first):
+                passes.extend(prediction.members)  # QC passes in one network space (members of one plan)
+            if keep:
+                members.append(prediction.probabilities)
+            return prediction.probabilities
+
+        probabilities = self._mean(maps_of)
+        first = seen[0]
         if not qc:
             return replace(first, probabilities=probabilities), members
         uncertainty = spread(members) if len(members) > 1 else first.uncertainty
