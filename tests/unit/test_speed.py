@@ -1,6 +1,8 @@
 """The fast execution path (medseg.runtime, layout-keeping norm, fused CAKES, the channels-last CPU backwards) gives
 the outputs and gradients of the plain path."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,18 @@ from medseg.runtime import prepare_net, to_channels_last, use_channels_last
 
 CL = torch.channels_last_3d
 TINY = {"channels": [4, 8, 16], "strides": [1, 2, [2, 2, 1]], "kernel_sizes": [3, 3, [3, 3, 1]]}
+
+
+@contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads set to `count` inside the block (oneDNN picks its kernels, and their output
+    layouts, by the thread count), restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -52,13 +66,8 @@ def test_the_decoder_stays_channels_last_on_one_thread(block):
     layouts = []
     for dec in net.decoder:
         dec.register_forward_pre_hook(lambda m, i: layouts.append(i[0].is_contiguous(memory_format=CL)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            net(torch.randn(2, 2, 64, 64, 64).contiguous(memory_format=CL))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), torch.inference_mode():
+        net(torch.randn(2, 2, 64, 64, 64).contiguous(memory_format=CL))
     assert layouts == [True] * len(net.decoder)
 
 
@@ -69,14 +78,11 @@ def test_channels_last_net_equals_the_plain_net(arch, block):
     net = build_net(arch, 2, 3, block=block, **TINY).eval()
     keys = list(net.state_dict())
     x = torch.randn(2, 2, 16, 16, 9)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # with one thread torch runs these tiny convs on a kernel that returns NCDHW
-    try:
-        with torch.inference_mode():
-            reference = net(x)
-            fast = prepare_net(net, "cpu", channels_last=True)(x)  # a contiguous input, as MONAI passes windows
-    finally:
-        torch.set_num_threads(threads)
+    # two threads: with one, oneDNN answers the 1×1×1 head in NCDHW (harmless: nothing runs after it; the decoder's
+    # one-thread layout is test_the_decoder_stays_channels_last_on_one_thread's)
+    with torch_threads(2), torch.inference_mode():
+        reference = net(x)
+        fast = prepare_net(net, "cpu", channels_last=True)(x)  # a contiguous input, as MONAI passes windows
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4)
     assert list(net.state_dict()) == keys
     if arch == "unet":
