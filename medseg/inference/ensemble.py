@@ -39,9 +39,14 @@ def model_groups(spec: str) -> list[list[Path]]:
     return [group for item in items for group in item_groups(item)]
 
 
+def is_bundled_ensemble(item: str) -> bool:
+    """A bundled model's name (not a path) whose card lists `members`: several networks averaged."""
+    return not Path(item).exists() and item in cards() and bool(cards()[item].get("members"))
+
+
 def item_groups(item: str) -> list[list[Path]]:
     """A bundled ensemble's members as configurations of their own; any other item as one."""
-    if not Path(item).exists() and item in cards() and cards()[item].get("members"):
+    if is_bundled_ensemble(item):
         return [[member] for member in bundled_members(item)]
     return [item_checkpoints(item)]
 
@@ -69,8 +74,7 @@ def load_predictor(model: str, keep_largest: bool | None = None, **kwargs) -> "P
     groups = model_groups(model)
     if len(groups) == 1 and len(groups[0]) == 1:
         return Predictor(groups[0][0], keep_largest=keep_largest, **kwargs)
-    bundled = not Path(model).exists() and model in cards() and bool(cards()[model].get("members"))
-    return Ensemble(groups, keep_largest=keep_largest, qc_from_first=bundled, **kwargs)
+    return Ensemble(groups, keep_largest=keep_largest, qc_from_first=is_bundled_ensemble(model), **kwargs)
 
 
 class Ensemble:
